@@ -1,0 +1,126 @@
+"""The `ferkit` command: one verb per job. Expected failures print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expression recognition: 7 emotions from faces.")
+err = Console(stderr=True)
+out = Console()
+
+
+@contextmanager
+def clean_errors() -> Iterator[None]:
+    """Turn the errors a user can cause (bad files, bad options) into one line and exit code 2."""
+    from .data import DataError
+    from .recognize import ModelError
+
+    try:
+        yield
+    except (DataError, ModelError, FileNotFoundError, FileExistsError, ValueError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., help="fer2013.npz, fer2013.csv or an image folder (train/<emotion>/...)."),
+    model: str = typer.Option("resnet_fer", help="Architecture from the registry (see `ferkit benchmark`)."),
+    name: str = typer.Option("", help="Run name: the run lives in RUNS_DIR/NAME (default: the model name)."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Folder for runs."),
+    epochs: int = typer.Option(60, min=1),
+    batch_size: int = typer.Option(64, min=1),
+    optimizer: str = typer.Option("sgd", help="sgd or adamw."),
+    lr: float = typer.Option(0.05, help="Peak learning rate (after warm-up; cosine decay to 0)."),
+    weight_decay: float = typer.Option(5e-4),
+    warmup_epochs: float = typer.Option(1.0),
+    label_smoothing: float = typer.Option(0.1),
+    balance: bool = typer.Option(False, help="Class-balanced loss weights (inverse square root of class frequency)."),
+    mixup: float = typer.Option(0.0, help="Mixup alpha; 0 turns it off."),
+    erasing: float = typer.Option(0.5, help="Probability of random erasing."),
+    rotation: float = typer.Option(15.0, help="Max rotation, degrees."),
+    shift: float = typer.Option(0.1, help="Max shift, fraction of the size."),
+    zoom: float = typer.Option(0.15, help="Max zoom in or out, fraction."),
+    brightness: float = typer.Option(0.25, help="Max brightness/contrast change."),
+    target_acc: Optional[float] = typer.Option(None, help="Stop once PublicTest accuracy reaches this fraction."),
+    patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without PublicTest improvement."),
+    subset: Optional[int] = typer.Option(None, help="Train on a stratified subset of this many images."),
+    ferplus: Optional[Path] = typer.Option(None, help="fer2013new.csv: train on FER+ majority labels."),
+    soft_labels: bool = typer.Option(False, help="With --ferplus: train on the vote distributions."),
+    pretrained: Optional[Path] = typer.Option(None, help="Weights to start from (matching names and shapes)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    bf16: str = typer.Option("auto", help="auto (where the hardware has bf16), on or off."),
+    resume: bool = typer.Option(False, help="Continue the run RUNS_DIR/NAME from its last checkpoint."),
+) -> None:
+    """Train a model on FER2013's Training split, choosing the checkpoint on PublicTest."""
+    from .train import TrainConfig, train as run
+
+    cfg = TrainConfig(
+        data=str(data), model=model, name=name, runs_dir=str(runs_dir), epochs=epochs, batch_size=batch_size,
+        optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+        label_smoothing=label_smoothing, balance=balance, mixup=mixup, erasing=erasing, rotation=rotation,
+        shift=shift, zoom=zoom, brightness=brightness, target_acc=target_acc, patience=patience, subset=subset,
+        ferplus=str(ferplus) if ferplus else None, soft_labels=soft_labels,
+        pretrained=str(pretrained) if pretrained else None, seed=seed, device=device, bf16=bf16,
+    )
+    with clean_errors():
+        best = run(cfg, resume=resume)
+    out.print(f"best checkpoint: {best}")
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., help="fer2013.npz, fer2013.csv or an image folder."),
+    model: Optional[list[Path]] = typer.Option(None, help="ONNX model(s) or one .pt checkpoint; several ONNX = ensemble. Default: the shipped model."),
+    split: str = typer.Option("PrivateTest", help="Training, PublicTest or PrivateTest."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Write report.json, report.md and PNG plots here."),
+    tta: bool = typer.Option(False, help="Test-time augmentation: mirror and shifted crops, averaged."),
+    ferplus: Optional[Path] = typer.Option(None, help="fer2013new.csv: score against FER+ majority labels."),
+) -> None:
+    """Score a model on an official split: accuracy, per-class metrics, confusion matrix."""
+    from .evaluate import evaluate as run, write_reports
+
+    with clean_errors():
+        report = run(data, model, split=split, tta=tta, ferplus=ferplus)
+    table = Table(title=f"{split}: accuracy {report['accuracy']:.2%}, macro-F1 {report['macro_f1']:.4f}")
+    for column in ("emotion", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "emotion" else "right")
+    for name, m in report["per_class"].items():
+        table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    out.print(table)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    if out_dir:
+        for path in write_reports(report, out_dir):
+            out.print(f"wrote {path}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="best.pt (or last.pt) of a training run."),
+    output: Path = typer.Option(Path("ferkit.onnx"), "--out", help="ONNX file; its card goes beside it as .json."),
+    data: Optional[Path] = typer.Option(None, help="Data to check ONNX Runtime against torch on (PrivateTest)."),
+) -> None:
+    """Export a checkpoint to ONNX with a JSON model card."""
+    from .export import export as run
+
+    with clean_errors():
+        card = run(checkpoint, output, data=data)
+    out.print(f"wrote {output} and {output.with_suffix('.json')}")
+    if "onnx_check" in card:
+        c = card["onnx_check"]
+        out.print(f"ONNX vs torch on {c['split']}: top-1 agreement {c['top1_agreement']:.2%}, max probability difference {c['max_prob_diff']:.2e}")
+
+
+if __name__ == "__main__":
+    app()

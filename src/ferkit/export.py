@@ -1,0 +1,100 @@
+"""Export a training checkpoint to ONNX with a JSON model card, and prove ONNX Runtime agrees with torch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
+from .models import count_parameters, create_model
+from .recognize import EmotionClassifier, softmax
+from .train import TrainConfig, pick_device, predict_logits
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model a checkpoint was trained as, with its weights, in eval mode."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises pickle, zip and runtime errors for damaged files
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path}: not a ferkit training checkpoint")
+    model = create_model(state["config"]["model"], len(EMOTIONS))
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+def train_command(config: dict) -> str:
+    """The `ferkit train` command line that reproduces a run's config (defaults left out)."""
+    parts = ["ferkit train"]
+    for f in fields(TrainConfig):
+        value = config.get(f.name, f.default)
+        if f.name == "runs_dir" or value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export(checkpoint: str | Path, out: str | Path, data: str | Path | None = None, split: str = "PrivateTest") -> dict:
+    """Write `out` (.onnx) and its card (`out` with .json); with `data`, compare ONNX and torch on `split`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model, state = load_checkpoint(checkpoint)
+    dummy = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(out),
+        input_names=["faces"],
+        output_names=["logits"],
+        dynamic_axes={"faces": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    config = state["config"]
+    card = {
+        "name": out.stem,
+        "architecture": config["model"],
+        "parameters": count_parameters(model),
+        "labels": list(EMOTIONS),
+        "input": {"name": "faces", "shape": [None, 1, IMAGE_SIZE, IMAGE_SIZE], "color": "gray",
+                  "normalisation": f"(pixel / 255 - {MEAN}) / {STD}", "mean": MEAN, "std": STD},
+        "output": "logits (apply softmax for probabilities)",
+        "epochs_trained": state["epoch"],
+        "metrics": {"PublicTest_accuracy": round(float(state["val_acc"]), 4)} if "val_acc" in state else {},
+        "training_command": train_command(config),
+        "training_data": Path(config["data"]).name + (f" + FER+ {Path(config['ferplus']).name}" if config.get("ferplus") else ""),
+    }
+    if data is not None:
+        card["onnx_check"] = compare(model, out, data, split)
+    card["sha256"] = sha256(out)
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def compare(model: torch.nn.Module, onnx_path: Path, data: str | Path, split: str) -> dict:
+    """Top-1 agreement and largest probability difference between torch and ONNX Runtime on a split."""
+    faces = load(data).split(split).pixels
+    torch_probs = softmax(predict_logits(model.to(memory_format=torch.channels_last), faces, pick_device("cpu")).astype(np.float64))
+    onnx_probs = EmotionClassifier(onnx_path).predict_proba(faces)
+    return {
+        "split": split,
+        "images": len(faces),
+        "top1_agreement": float((torch_probs.argmax(1) == onnx_probs.argmax(1)).mean()),
+        "max_prob_diff": float(np.abs(torch_probs - onnx_probs).max()),
+    }

@@ -1,0 +1,228 @@
+"""Model registry: every architecture ferkit can train, behind one `create_model(name)`.
+
+All models take a (N, 1, 48, 48) normalised grayscale batch and return (N, 7) logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+_REGISTRY: dict[str, Callable[[int], nn.Module]] = {}
+
+
+def register(fn: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+    """Add an architecture to the registry under its function name."""
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_model(name: str, num_classes: int = 7, pretrained: str | Path | None = None) -> nn.Module:
+    """Build a registered model; `pretrained` loads user-given weights where names and shapes match."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    model = _REGISTRY[name](num_classes)
+    if pretrained is not None:
+        load_matching(model, pretrained)
+    return model
+
+
+def load_matching(model: nn.Module, path: str | Path) -> int:
+    """Copy every tensor of a state dict whose name and shape match; return how many were copied.
+
+    Transfer learning from ImageNet-style weights needs this: the classifier head differs, and a
+    3-channel stem is folded into our 1-channel one by summing over its input channels.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    own = model.state_dict()
+    copied = {}
+    for key, value in state.items():
+        if key not in own:
+            continue
+        if value.ndim == 4 and value.shape[1] == 3 and own[key].shape[1] == 1:
+            value = value.sum(dim=1, keepdim=True)
+        if value.shape == own[key].shape:
+            copied[key] = value
+    if not copied:
+        raise ValueError(f"{path}: no tensor matches {type(model).__name__} by name and shape")
+    model.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class VGG(nn.Module):
+    """Stacks of 3x3 conv-BN-ReLU pairs with max pooling: the classic FER2013 recipe."""
+
+    def __init__(self, widths: tuple[int, ...], num_classes: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for width in widths:
+            layers += [conv_bn(cin, width), conv_bn(width, width), nn.MaxPool2d(2)]
+            cin = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(cin, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn(cin, cout, stride),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class ResNet(nn.Module):
+    """A ResNet sized for 48x48 faces: a stride-1 stem, then stages of basic blocks that each halve the size."""
+
+    def __init__(self, widths: tuple[int, ...], depths: tuple[int, ...], num_classes: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn(1, widths[0])]
+        cin = widths[0]
+        for width, depth in zip(widths, depths):
+            for j in range(depth):
+                layers.append(BasicBlock(cin, width, 2 if j == 0 else 1))
+                cin = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        squeezed = max(8, channels // 4)
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, squeezed, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(squeezed, channels, 1),
+            nn.Hardsigmoid(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, expand: int, cout: int, stride: int, se: bool, act: type[nn.Module]) -> None:
+        super().__init__()
+        self.use_skip = stride == 1 and cin == cout
+        self.block = nn.Sequential(
+            nn.Conv2d(cin, expand, 1, bias=False),
+            nn.BatchNorm2d(expand),
+            act(inplace=True),
+            nn.Conv2d(expand, expand, 3, stride, 1, groups=expand, bias=False),
+            nn.BatchNorm2d(expand),
+            act(inplace=True),
+            SqueezeExcite(expand) if se else nn.Identity(),
+            nn.Conv2d(expand, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.use_skip else y
+
+
+class MobileNetV3(nn.Module):
+    """MobileNetV3-Small's block layout with a stride-1 stem, so 48x48 faces keep enough resolution."""
+
+    # (expansion, out channels, squeeze-excite, hardswish, stride), as in Howard et al. 2019, Table 2.
+    CONFIG = [
+        (16, 16, True, False, 2),
+        (72, 24, False, False, 2),
+        (88, 24, False, False, 1),
+        (96, 40, True, True, 2),
+        (240, 40, True, True, 1),
+        (240, 40, True, True, 1),
+        (120, 48, True, True, 1),
+        (144, 48, True, True, 1),
+        (288, 96, True, True, 2),
+        (576, 96, True, True, 1),
+        (576, 96, True, True, 1),
+    ]
+
+    def __init__(self, num_classes: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish())]
+        cin = 16
+        for expand, cout, se, hswish, stride in self.CONFIG:
+            layers.append(InvertedResidual(cin, expand, cout, stride, se, nn.Hardswish if hswish else nn.ReLU))
+            cin = cout
+        layers.append(nn.Sequential(nn.Conv2d(cin, 576, 1, bias=False), nn.BatchNorm2d(576), nn.Hardswish()))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(576, 1024),
+            nn.Hardswish(),
+            nn.Dropout(dropout),
+            nn.Linear(1024, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@register
+def seed_cnn(num_classes: int = 7) -> nn.Module:
+    """The seed project's 5-block CNN (~3.5M parameters); L2 comes from the optimiser's weight decay."""
+    return VGG((32, 64, 128, 256, 384), num_classes, hidden=256, dropout=0.4)
+
+
+@register
+def mobilenetv3(num_classes: int = 7) -> nn.Module:
+    """Small and fast (~1.5M parameters); accepts pretrained weights through `create_model(pretrained=...)`."""
+    return MobileNetV3(num_classes)
+
+
+@register
+def resnet_fer(num_classes: int = 7) -> nn.Module:
+    """ResNet-10-style network, 48->3 pixels in four stages: the most accuracy per CPU second we found."""
+    return ResNet((32, 64, 128, 256), (1, 1, 1, 1), num_classes, dropout=0.3)
+
+
+@register
+def tiny_cnn(num_classes: int = 7) -> nn.Module:
+    """A very small VGG for smoke tests and quick experiments on a laptop."""
+    return VGG((16, 32, 64), num_classes, hidden=64, dropout=0.2)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

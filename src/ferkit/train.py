@@ -1,0 +1,323 @@
+"""Training: augmentation on whole batches, checkpoints every epoch, resume after a kill.
+
+A run lives in `runs/<name>/`: `config.json`, `log.csv` (one row per epoch), `last.pt` (written
+atomically after every epoch, what `--resume` continues from) and `best.pt` (highest PublicTest
+accuracy, what `ferkit export` ships). Checkpoints are chosen on PublicTest only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .data import EMOTIONS, MEAN, STD, FERData, load
+from .models import count_parameters, create_model
+
+LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+console = Console(stderr=True)
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    model: str = "resnet_fer"
+    name: str = ""
+    runs_dir: str = "runs"
+    epochs: int = 60
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    balance: bool = False
+    mixup: float = 0.0
+    erasing: float = 0.5
+    rotation: float = 15.0
+    shift: float = 0.1
+    zoom: float = 0.15
+    brightness: float = 0.25
+    target_acc: float | None = None
+    patience: int | None = None
+    subset: int | None = None
+    ferplus: str | None = None
+    soft_labels: bool = False
+    pretrained: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    bf16: str = "auto"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / (self.name or self.model)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def use_bf16(setting: str, device: torch.device) -> bool:
+    """bf16 autocast only where the hardware has bf16 units: on an AVX2-only CPU it is ~10x slower."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def augment(pixels: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch.Tensor:
+    """uint8 (B, 48, 48) faces -> normalised, augmented float (B, 1, 48, 48): flip, rotation,
+    shift, zoom, brightness/contrast and random erasing, drawn per image from generator `g`."""
+    b, h, w = pixels.shape
+    dev = pixels.device
+
+    def uniform(scale: float) -> torch.Tensor:
+        return (torch.rand(b, generator=g, device=dev) * 2 - 1) * scale
+
+    x = pixels.float().unsqueeze(1) / 255.0
+    flip = torch.rand(b, generator=g, device=dev) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    angle = uniform(math.radians(cfg.rotation))
+    scale = 1 + uniform(cfg.zoom)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, uniform(cfg.shift * 2)], 1), torch.stack([sin, cos, uniform(cfg.shift * 2)], 1)], 1
+    )
+    grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    contrast = 1 + uniform(cfg.brightness).view(b, 1, 1, 1)
+    x = ((x - mean) * contrast + mean + uniform(cfg.brightness / 2).view(b, 1, 1, 1)).clamp(0, 1)
+    x = (x - MEAN) / STD
+    if cfg.erasing > 0:
+        area = (0.02 + torch.rand(b, generator=g, device=dev) * 0.18) * h * w
+        aspect = torch.exp(uniform(math.log(3)))
+        eh = (area * aspect).sqrt().clamp(max=h)
+        ew = (area / aspect).sqrt().clamp(max=w)
+        top = torch.rand(b, generator=g, device=dev) * (h - eh)
+        left = torch.rand(b, generator=g, device=dev) * (w - ew)
+        rows = torch.arange(h, device=dev).view(1, h, 1)
+        cols = torch.arange(w, device=dev).view(1, 1, w)
+        box = (
+            (rows >= top.view(b, 1, 1))
+            & (rows < (top + eh).view(b, 1, 1))
+            & (cols >= left.view(b, 1, 1))
+            & (cols < (left + ew).view(b, 1, 1))
+        )
+        erase = (torch.rand(b, generator=g, device=dev) < cfg.erasing).view(b, 1, 1) & box
+        x = x.masked_fill(erase.unsqueeze(1), 0.0)
+    return x
+
+
+def to_input(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 48, 48) -> normalised float (B, 1, 48, 48), no augmentation."""
+    return ((pixels.float().unsqueeze(1) / 255.0) - MEAN) / STD
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, pixels: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(pixels), batch):
+        x = to_input(torch.from_numpy(pixels[i : i + batch]).to(device))
+        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def class_weights(labels: np.ndarray) -> torch.Tensor:
+    """Inverse-square-root class frequencies, mean 1: lifts rare classes (disgust) without swamping the rest."""
+    counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
+    w = 1 / np.sqrt(np.maximum(counts, 1))
+    return torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then cosine decay to zero over the whole run."""
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    total = cfg.epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def load_splits(cfg: TrainConfig) -> tuple[FERData, FERData]:
+    data = load(cfg.data, ferplus=cfg.ferplus)
+    train, val = data.split("Training"), data.split("PublicTest")
+    if cfg.subset:
+        train = train.subset(cfg.subset, cfg.seed)
+        val = val.subset(max(500, cfg.subset // 4), cfg.seed)
+    return train, val
+
+
+def _read_config(run_dir: Path) -> TrainConfig:
+    saved = json.loads((run_dir / "config.json").read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) a run; return the path of its best checkpoint."""
+    run_dir = cfg.run_dir
+    last = run_dir / "last.pt"
+    if resume:
+        if not last.exists():
+            raise FileNotFoundError(f"{last}: nothing to resume; start the run without --resume")
+        cfg = _read_config(run_dir)
+        console.print(f"resuming {run_dir} with its saved config")
+    elif last.exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    device = pick_device(cfg.device)
+    bf16 = use_bf16(cfg.bf16, device)
+    torch.manual_seed(cfg.seed)
+    train_data, val_data = load_splits(cfg)
+    model = create_model(cfg.model, len(EMOTIONS), cfg.pretrained).to(device).to(memory_format=torch.channels_last)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+
+    start_epoch, best_acc, best_epoch = 0, -1.0, 0
+    if resume:
+        state = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, best_acc, best_epoch = state["epoch"], state["best_acc"], state["best_epoch"]
+    _trim_log(run_dir / "log.csv", start_epoch)
+
+    pixels = torch.from_numpy(train_data.pixels).to(device)
+    labels = torch.from_numpy(train_data.labels).to(device)
+    soft = torch.from_numpy(train_data.soft).to(device) if cfg.soft_labels and train_data.soft is not None else None
+    weight = class_weights(train_data.labels).to(device) if cfg.balance else None
+    steps = len(train_data) // cfg.batch_size
+    if steps == 0:
+        raise ValueError(f"{len(train_data)} training images are fewer than one batch of {cfg.batch_size}")
+    console.print(
+        f"{cfg.model}: {count_parameters(model) / 1e6:.2f}M parameters, {len(train_data)} train / "
+        f"{len(val_data)} PublicTest images, device {device}{' bf16' if bf16 else ''}, run {run_dir}"
+    )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        g = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout: the same after a resume
+        order = torch.randperm(len(train_data), generator=g, device=device)
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        with _progress() as progress:
+            task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, loss=0.0, acc=0.0)
+            for i in range(steps):
+                idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                x = augment(pixels[idx], cfg, g).contiguous(memory_format=torch.channels_last)
+                y = labels[idx]
+                target = soft[idx] if soft is not None else F.one_hot(y, len(EMOTIONS)).float()
+                if cfg.mixup > 0:
+                    lam = float(np.random.default_rng(cfg.seed * 100_003 + epoch * steps + i).beta(cfg.mixup, cfg.mixup))
+                    perm = torch.randperm(len(idx), generator=g, device=device)
+                    x = lam * x + (1 - lam) * x[perm]
+                    target = lam * target + (1 - lam) * target[perm]
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(cfg, epoch * steps + i, steps)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total_loss += loss.item() * len(idx)
+                correct += (logits.argmax(1) == y).sum().item()
+                seen += len(idx)
+                progress.update(task, advance=1, loss=total_loss / seen, acc=correct / seen)
+
+        logits = torch.from_numpy(predict_logits(model, val_data.pixels, device))
+        val_labels = torch.from_numpy(val_data.labels)
+        val_loss = F.cross_entropy(logits, val_labels).item()
+        val_acc = (logits.argmax(1) == val_labels).float().mean().item()
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch + 1
+            save_atomic({"model": model.state_dict(), "config": asdict(cfg), "epoch": epoch + 1, "val_acc": val_acc}, run_dir / "best.pt")
+        save_atomic(
+            {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(cfg), "epoch": epoch + 1,
+             "best_acc": best_acc, "best_epoch": best_epoch},
+            last,
+        )
+        row = dict(zip(LOG_FIELDS, (epoch + 1, opt.param_groups[0]["lr"], total_loss / seen, correct / seen, val_loss, val_acc, time.time() - t0)))
+        _append_log(run_dir / "log.csv", row)
+        console.print(
+            f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
+            f"PublicTest acc {val_acc:.4f}  (best {best_acc:.4f} @ {best_epoch})  {row['seconds']:.0f}s"
+        )
+        if cfg.target_acc is not None and val_acc >= cfg.target_acc:
+            console.print(f"reached target PublicTest accuracy {cfg.target_acc}: stopping")
+            break
+        if cfg.patience is not None and epoch + 1 - best_epoch >= cfg.patience:
+            console.print(f"no PublicTest improvement for {cfg.patience} epochs: stopping")
+            break
+    return run_dir / "best.pt"
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _trim_log(path: Path, epochs_done: int) -> None:
+    """Drop log rows past the checkpoint we resume from (a kill can land between log and checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)

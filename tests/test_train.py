@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ferkit
+from ferkit.data import FERData
+from ferkit.train import TrainConfig, augment, class_weights, learning_rate
+
+
+def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["model"] == "tiny_cnn" and config["subset"] == 2000
+    log = (tiny_run / "log.csv").read_text().splitlines()
+    assert log[0] == "epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds" and len(log) == 2
+    val_acc = float(log[1].split(",")[5])
+    best = torch.load(tiny_run / "best.pt", weights_only=False)
+    assert best["epoch"] == 1 and np.isclose(best["val_acc"], val_acc)
+    # One epoch on 2,000 images already beats always guessing one class of the 7 (chance ~1/7).
+    assert val_acc > 0.2
+
+
+def test_augment_is_seeded_and_normalised(fer: FERData) -> None:
+    cfg = TrainConfig(data="")
+    faces = torch.from_numpy(fer.pixels[:32])
+    a = augment(faces, cfg, torch.Generator().manual_seed(3))
+    b = augment(faces, cfg, torch.Generator().manual_seed(3))
+    c = augment(faces, cfg, torch.Generator().manual_seed(4))
+    assert a.shape == (32, 1, 48, 48) and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= -2 and a.max() <= 2  # (0..1 - 0.5) / 0.25
+    # With every magnitude at zero only the flip is left: each face is itself or its mirror image.
+    still = TrainConfig(data="", rotation=0, shift=0, zoom=0, brightness=0, erasing=0)
+    x = augment(faces, still, torch.Generator().manual_seed(3))
+    plain = (faces.float().unsqueeze(1) / 255 - 0.5) / 0.25
+    same = (x - plain).abs().amax(dim=(1, 2, 3)) < 1e-4
+    mirrored = (x - plain.flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-4
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+
+
+def test_schedule_and_class_weights() -> None:
+    cfg = TrainConfig(data="", epochs=10, lr=0.1, warmup_epochs=1)
+    lrs = [learning_rate(cfg, s, 100) for s in range(1000)]
+    assert lrs[0] == pytest.approx(0.001) and lrs[99] == pytest.approx(0.1)
+    assert all(x >= y for x, y in zip(lrs[100:], lrs[101:])) and lrs[-1] < 1e-4
+    labels = np.array([0] * 100 + [1] * 4 + [3] * 400)
+    w = class_weights(labels)
+    assert w[1] > w[0] > w[3]
+    assert float((w[labels]).mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def _train_cmd(data: Path, runs: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ferkit.cli", "train", "--data", str(data), "--model", "tiny_cnn", "--epochs", "3",
+            "--subset", "2000", "--runs-dir", str(runs), "--name", name, *extra]
+
+
+def test_sigkill_then_resume_continues_exactly(fer_npz: Path, tmp_path: Path) -> None:
+    """A run killed mid-epoch resumes from its last checkpoint and ends where an unbroken run ends."""
+    ferkit(*_train_cmd(fer_npz, tmp_path, "whole")[3:])
+    proc = subprocess.Popen(_train_cmd(fer_npz, tmp_path, "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed" / "log.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the second epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"]
+    assert 1 <= done < 3, "the kill must land before the run finished"
+
+    again = ferkit(*_train_cmd(fer_npz, tmp_path, "killed", "--resume")[3:])
+    assert "resuming" in again.stderr and f"epoch {done + 1}/3" in again.stderr
+    assert f"epoch {done}/3 " not in again.stderr  # finished epochs are not trained again
+    rows = (tmp_path / "killed" / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
+    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(whole[k].float(), resumed[k].float(), atol=1e-5) for k in whole)
+
+
+def test_existing_run_needs_resume_or_new_name(tiny_run: Path, fer_npz: Path) -> None:
+    result = ferkit("train", "--data", fer_npz, "--runs-dir", tiny_run.parent, "--name", "tiny", check=False)
+    assert result.returncode == 2 and "pass --resume" in result.stderr
+    result = ferkit("train", "--data", fer_npz, "--runs-dir", tiny_run.parent, "--name", "fresh", "--resume", check=False)
+    assert result.returncode == 2 and "nothing to resume" in result.stderr
