@@ -20,11 +20,12 @@ out = Console()
 def clean_errors() -> Iterator[None]:
     """Turn the errors a user can cause (bad files, bad options) into one line and exit code 2."""
     from .data import DataError
-    from .recognize import ModelError
+    from .recognize import ImageError, ModelError
+    from .video import VideoError
 
     try:
         yield
-    except (DataError, ModelError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DataError, ModelError, ImageError, VideoError, FileNotFoundError, FileExistsError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -120,6 +121,145 @@ def export(
     if "onnx_check" in card:
         c = card["onnx_check"]
         out.print(f"ONNX vs torch on {c['split']}: top-1 agreement {c['top1_agreement']:.2%}, max probability difference {c['max_prob_diff']:.2e}")
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def find_images(sources: list[Path]) -> list[Path]:
+    """Files as given, and the images inside folders (recursively, sorted)."""
+    found = []
+    for source in sources:
+        if source.is_dir():
+            found += sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif source.exists():
+            found.append(source)
+        else:
+            raise FileNotFoundError(f"{source}: no such file or folder")
+    return found
+
+
+def recognizer_options(model: Optional[list[Path]], detector: str, min_face: int, min_score: float, margin: float, tta: bool) -> dict:
+    return {"model": list(model) if model else None, "detector": detector, "min_face": min_face,
+            "min_score": min_score, "margin": margin, "tta": tta}
+
+
+ModelOpt = typer.Option(None, "--model", help="ONNX model(s); several = averaged ensemble. Default: the shipped model.")
+DetectorOpt = typer.Option("haar", help="Face detector.")
+MinFaceOpt = typer.Option(40, help="Smallest face to detect, pixels.")
+MinScoreOpt = typer.Option(0.0, help="Lowest detector score to keep.")
+MarginOpt = typer.Option(0.0, help="Grow each face box by this fraction per side before cropping.")
+TtaOpt = typer.Option(False, help="Test-time augmentation (mirror and shifted crops): slower, a little more accurate.")
+
+
+@app.command()
+def predict(
+    sources: Optional[list[Path]] = typer.Argument(None, help="Images or folders (recursive). Default: the bundled sample photo."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Write results to a .jsonl or .csv file (default: JSON lines on stdout)."),
+    save: Optional[Path] = typer.Option(None, help="Folder for annotated copies of the images."),
+    show_all: bool = typer.Option(False, "--all", help="Draw bars of all 7 emotions beside each face."),
+    model: Optional[list[Path]] = ModelOpt,
+    detector: str = DetectorOpt,
+    min_face: int = MinFaceOpt,
+    min_score: float = MinScoreOpt,
+    margin: float = MarginOpt,
+    tta: bool = TtaOpt,
+) -> None:
+    """Recognise the emotion of every face in images or folders of images."""
+    from collections import Counter
+
+    from rich.progress import track
+
+    from .annotate import draw
+    from .recognize import ASSETS, EmotionRecognizer, ImageError, read_image
+    from .report import ResultWriter
+
+    with clean_errors():
+        paths = find_images(sources or [ASSETS / "sample.jpg"])
+        recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
+        labels, failed = Counter(), 0
+        with ResultWriter(output, recognizer.labels) as writer:
+            for path in track(paths, description="images", console=err, disable=len(paths) < 2 or not err.is_terminal):
+                try:
+                    image = read_image(path)
+                    faces = recognizer.predict(image)
+                except ImageError as e:
+                    err.print(f"[yellow]skipped:[/yellow] {e}", highlight=False)
+                    writer.write([str(path)], error=str(e))
+                    failed += 1
+                    continue
+                labels.update(f.label for f in faces)
+                writer.write([str(path)], faces)
+                if save:
+                    save.mkdir(parents=True, exist_ok=True)
+                    cv2_write(save / (path.stem + "_ferkit.jpg"), draw(image, faces, show_all))
+    counts = ", ".join(f"{k} {v}" for k, v in labels.most_common())
+    err.print(f"{len(paths)} images, {sum(labels.values())} faces" + (f" ({counts})" if counts else "") + (f", {failed} unreadable" if failed else ""))
+
+
+@app.command()
+def video(
+    source: Path = typer.Argument(..., help="Video file."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Annotated video (.mp4)."),
+    results: Optional[Path] = typer.Option(None, "--csv", help="Per-frame, per-track results (.csv, or .jsonl)."),
+    show_all: bool = typer.Option(False, "--all", help="Draw bars of all 7 emotions beside each face."),
+    model: Optional[list[Path]] = ModelOpt,
+    detector: str = DetectorOpt,
+    min_face: int = MinFaceOpt,
+    min_score: float = MinScoreOpt,
+    margin: float = MarginOpt,
+    tta: bool = TtaOpt,
+) -> None:
+    """Recognise emotions in every frame of a video, tracking each face."""
+    from .recognize import EmotionRecognizer
+    from .video import process_video
+
+    with clean_errors():
+        recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
+        summary = process_video(source, recognizer, output, results, show_all, progress=err.is_terminal)
+    labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["labels"].items(), key=lambda kv: -kv[1]))
+    err.print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['tracks']} tracks"
+              + (f" ({labels})" if labels else "") + f", {summary['fps']:.1f} FPS")
+    if not summary["complete"]:
+        err.print(f"[yellow]warning:[/yellow] the video broke off after {summary['frames']} of {summary['expected_frames']} frames; results cover those")
+    for path in (output, results):
+        if path:
+            err.print(f"wrote {path}")
+
+
+@app.command()
+def webcam(
+    camera: int = typer.Option(0, help="Camera index."),
+    source: Optional[Path] = typer.Option(None, help="A video file to use as the camera instead."),
+    loop: bool = typer.Option(False, help="With --source: start the file again at its end."),
+    shots: Path = typer.Option(Path("screenshots"), help="Folder for screenshots (key S)."),
+    show_all: bool = typer.Option(False, "--all", help="Start with all-emotion bars shown (key A)."),
+    model: Optional[list[Path]] = ModelOpt,
+    detector: str = DetectorOpt,
+    min_face: int = MinFaceOpt,
+    min_score: float = MinScoreOpt,
+    margin: float = MarginOpt,
+    tta: bool = TtaOpt,
+) -> None:
+    """Live window: emotions of the faces in front of the camera. Keys: Q/ESC, S, A, SPACE."""
+    from .recognize import EmotionRecognizer
+    from .webcam import run
+
+    with clean_errors():
+        if source is not None and not source.is_file():
+            raise FileNotFoundError(f"{source}: no such file")
+        recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
+        code = run(str(source) if source else camera, recognizer, shots, show_all, loop=loop, log=lambda s: print(s, flush=True))
+    raise typer.Exit(code)
+
+
+def cv2_write(path: Path, image) -> None:
+    import cv2
+
+    ok, data = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise ValueError(f"{path}: cannot encode the annotated image")
+    path.write_bytes(data.tobytes())
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
-"""Emotion classification of face crops through ONNX Runtime: what every front end runs, no torch needed."""
+"""Recognition: face crops classified through ONNX Runtime (no torch), and the detect-crop-classify
+pipeline that every front end (CLI, video, webcam, server) calls."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from .data import EMOTIONS, IMAGE_SIZE, normalize
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "ferkit.onnx"
@@ -70,3 +77,124 @@ class EmotionClassifier:
             logits = session.run(None, {session.get_inputs()[0].name: x})[0]
             probs += softmax(logits.astype(np.float64)).reshape(len(views), len(faces), -1).sum(0)
         return (probs / (len(views) * len(self.sessions))).astype(np.float32)
+
+
+class ImageError(ValueError):
+    """An image that cannot be used (unreadable, empty, too large); front ends report it and go on."""
+
+
+MAX_PIXELS = 60_000_000  # larger images are refused rather than exhausting memory
+
+
+@dataclass
+class Face:
+    """One recognised face: where it is, how sure the detector was, and the emotion with all 7 probabilities."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    track_id: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_image(source: str | Path | np.ndarray | Image, color: str = "bgr") -> np.ndarray:
+    """Any image a user may hand over (path, BGR/RGB/gray array, PIL image) -> a BGR or gray uint8 array."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            raw = np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+        if raw.size == 0:
+            raise ImageError(f"{path}: empty file")
+        image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+        if image is None:
+            raise ImageError(f"{path}: not a readable image")
+        return _checked_size(image, str(path))
+    if not isinstance(source, np.ndarray):  # a PIL image
+        try:
+            source, color = np.asarray(source.convert("RGB")), "rgb"
+        except AttributeError:
+            raise ImageError(f"cannot read an image from a {type(source).__name__}") from None
+    image = source
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.floating):
+            raise ImageError(f"image arrays must be uint8 or float in 0..1, got {image.dtype}")
+        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if color == "rgb" else cv2.COLOR_BGRA2BGR)
+    elif image.ndim == 3 and image.shape[2] == 3 and color == "rgb":
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim != 2 and not (image.ndim == 3 and image.shape[2] == 3):
+        raise ImageError(f"image arrays must be H x W or H x W x 3/4, got shape {image.shape}")
+    return _checked_size(np.ascontiguousarray(image), "image")
+
+
+def _checked_size(image: np.ndarray, what: str) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageError(f"{what}: empty image")
+    if h * w > MAX_PIXELS:
+        raise ImageError(f"{what}: {w}x{h} is over the {MAX_PIXELS // 1_000_000} megapixel limit")
+    return image
+
+
+def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0) -> np.ndarray:
+    """A detected box (grown by `margin` of its size per side) -> the 48x48 face the model expects;
+    parts outside the image are filled by repeating its edge."""
+    x, y, w, h = box
+    dx, dy = int(round(w * margin)), int(round(h * margin))
+    x0, y0, x1, y1 = x - dx, y - dy, x + w + dx, y + h + dy
+    H, W = gray.shape
+    pad = max(0, -x0, -y0, x1 - W, y1 - H)
+    if pad:
+        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    face = gray[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
+    return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+
+
+class EmotionRecognizer:
+    """The one pipeline every front end calls: detect faces, crop them, classify all in one batch.
+
+    >>> EmotionRecognizer().predict("photo.jpg")  # -> [Face(box=..., label='happy', confidence=0.93, ...)]
+    """
+
+    def __init__(
+        self,
+        model: str | Path | list[str | Path] | None = None,
+        detector: str = "haar",
+        min_face: int = 40,
+        min_score: float = 0.0,
+        margin: float = 0.0,
+        tta: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        from .detect import create_detector
+
+        self.classifier = EmotionClassifier(model, threads=threads)
+        self.detector = create_detector(detector, min_size=min_face, min_score=min_score)
+        self.margin, self.tta = margin, tta
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.classifier.labels
+
+    def predict(self, image: str | Path | np.ndarray | Image, color: str = "bgr") -> list[Face]:
+        """Faces in one image (path, array or PIL image; arrays are BGR unless `color="rgb"`)."""
+        bgr = read_image(image, color)
+        gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        detections = self.detector(gray)
+        if not detections:
+            return []
+        crops = np.stack([crop_face(gray, d.box, self.margin) for d in detections])
+        probs = self.classifier.predict_proba(crops, tta=self.tta)
+        return [
+            Face(d.box, d.score, self.labels[int(p.argmax())], float(p.max()), dict(zip(self.labels, map(float, p))))
+            for d, p in zip(detections, probs)
+        ]

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ferkit
+from ferkit.data import EMOTIONS
+from ferkit.evaluate import markdown, metrics
+
+
+def check_report(report: dict, images: int) -> None:
+    """The invariants every evaluation report must satisfy."""
+    cm = np.array(report["confusion"])
+    support = [report["per_class"][e]["support"] for e in EMOTIONS]
+    assert cm.shape == (7, 7) and cm.sum() == images == report["images"] == sum(support)
+    assert cm.sum(1).tolist() == support  # rows are the true classes
+    assert report["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    f1 = [report["per_class"][e]["f1"] for e in EMOTIONS]
+    assert report["macro_f1"] == pytest.approx(np.mean(f1))
+    for i, e in enumerate(EMOTIONS):
+        m = report["per_class"][e]
+        predicted = cm[:, i].sum()
+        assert m["recall"] == pytest.approx(cm[i, i] / max(cm[i].sum(), 1))
+        assert m["precision"] == pytest.approx(cm[i, i] / predicted if predicted else 0.0)
+
+
+def test_metrics_on_known_predictions() -> None:
+    labels = np.array([0, 0, 1, 3, 3, 3, 6])
+    probs = np.eye(7)[[0, 3, 1, 3, 3, 0, 6]]
+    report = metrics(labels, probs)
+    check_report(report, 7)
+    assert report["accuracy"] == pytest.approx(5 / 7)
+    assert report["per_class"]["angry"]["precision"] == pytest.approx(0.5)
+    assert report["per_class"]["happy"]["recall"] == pytest.approx(2 / 3)
+    assert report["confusion"][0] == [1, 0, 0, 1, 0, 0, 0]
+
+
+def test_cli_evaluate_checkpoint_writes_json_markdown_and_plots(tiny_run: Path, fer_npz: Path, tmp_path: Path) -> None:
+    result = ferkit("evaluate", "--model", tiny_run / "best.pt", "--data", fer_npz, "--split", "PrivateTest",
+                    "--json", tmp_path / "r.json", "--out", tmp_path / "report")
+    report = json.loads((tmp_path / "r.json").read_text())
+    check_report(report, 3589)
+    assert report["split"] == "PrivateTest" and f"{report['accuracy']:.2%}" in result.stdout
+    for name in ("report.json", "report.md", "confusion.png", "curves.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    assert (tmp_path / "report" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert md == markdown(report) and "| disgust |" in md
+
+
+def test_cli_evaluate_onnx_with_tta(tiny_onnx: Path, fer_npz: Path, tmp_path: Path) -> None:
+    ferkit("evaluate", "--model", tiny_onnx, "--data", fer_npz, "--split", "PublicTest", "--json", tmp_path / "plain.json")
+    ferkit("evaluate", "--model", tiny_onnx, "--data", fer_npz, "--split", "PublicTest", "--tta", "--json", tmp_path / "tta.json")
+    plain, tta = (json.loads((tmp_path / f).read_text()) for f in ("plain.json", "tta.json"))
+    check_report(plain, 3589)
+    check_report(tta, 3589)
+    assert tta["tta"] and not plain["tta"] and tta["confusion"] != plain["confusion"]
+
+
+def test_evaluate_on_ferplus_labels(tiny_onnx: Path, fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
+    ferkit("evaluate", "--model", tiny_onnx, "--data", fer_npz, "--ferplus", ferplus_csv, "--json", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["labels"] == "FER+ majority" and 3000 < report["images"] < 3589
+    check_report(report, report["images"])
+
+
+def test_bad_model_is_one_line_exit_2(fer_npz: Path, tmp_path: Path) -> None:
+    (tmp_path / "broken.onnx").write_bytes(b"garbage")
+    (tmp_path / "broken.pt").write_bytes(b"garbage")
+    for path in (tmp_path / "broken.onnx", tmp_path / "broken.pt", tmp_path / "missing.onnx"):
+        result = ferkit("evaluate", "--model", path, "--data", fer_npz, check=False)
+        assert result.returncode == 2 and "Traceback" not in result.stderr and str(path.name) in result.stderr
