@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from conftest import compose_scene, ferkit
+from ferkit.data import FERData
+
+
+def test_predict_default_runs_on_the_bundled_sample() -> None:
+    result = ferkit("predict")
+    (line,) = result.stdout.splitlines()
+    record = json.loads(line)
+    assert record["path"].endswith("sample.jpg") and len(record["faces"]) == 1
+    assert record["faces"][0]["label"] == "happy"
+    assert "1 images, 1 faces (happy 1)" in result.stderr
+
+
+def test_predict_folder_to_csv_with_annotated_copies(astronaut_bgr: np.ndarray, fer: FERData, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    cv2.imwrite(str(photos / "astronaut.jpg"), astronaut_bgr)
+    scene, _ = compose_scene(fer.split("PrivateTest").pixels[:4])
+    cv2.imwrite(str(photos / "sub" / "scene.png"), scene)
+    cv2.imwrite(str(photos / "sub" / "empty.png"), np.full((200, 300, 3), 90, np.uint8))
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (photos / "notes.txt").write_text("not an image, not looked at")
+    result = ferkit("predict", photos, "--out", tmp_path / "out.csv", "--save", tmp_path / "annotated", "--all")
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    by_path = {}
+    for r in rows:
+        by_path.setdefault(Path(r["path"]).name, []).append(r)
+    assert set(by_path) == {"astronaut.jpg", "scene.png", "empty.png", "broken.jpg"}
+    assert [r["label"] for r in by_path["astronaut.jpg"]] == ["happy"]
+    assert len(by_path["scene.png"]) >= 1 and all(r["label"] for r in by_path["scene.png"])
+    assert by_path["empty.png"][0]["label"] == "" and by_path["empty.png"][0]["error"] == ""
+    assert "not a readable image" in by_path["broken.jpg"][0]["error"]
+    assert "4 images" in result.stderr and "1 unreadable" in result.stderr
+    saved = sorted(p.name for p in (tmp_path / "annotated").iterdir())
+    assert saved == ["astronaut_ferkit.jpg", "empty_ferkit.jpg", "scene_ferkit.jpg"]
+    annotated = cv2.imread(str(tmp_path / "annotated" / "astronaut_ferkit.jpg"))
+    assert annotated.shape == astronaut_bgr.shape and np.abs(annotated.astype(int) - astronaut_bgr).mean() > 1
+
+
+def test_predict_jsonl_file_and_missing_path(tmp_path: Path) -> None:
+    ferkit("predict", "--out", tmp_path / "r.jsonl")
+    record = json.loads((tmp_path / "r.jsonl").read_text())
+    face = record["faces"][0]
+    assert set(face) == {"box", "score", "label", "confidence", "probabilities", "track_id"}
+    assert abs(sum(face["probabilities"].values()) - 1) < 1e-4
+    result = ferkit("predict", tmp_path / "nothing.jpg", check=False)
+    assert result.returncode == 2 and "no such file or folder" in result.stderr and "Traceback" not in result.stderr

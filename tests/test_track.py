@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from ferkit.data import EMOTIONS
+from ferkit.recognize import Face
+from ferkit.track import Tracker, iou
+
+
+def face(x: int, y: int, label: str, p: float = 0.9) -> Face:
+    rest = (1 - p) / 6
+    probs = {e: (p if e == label else rest) for e in EMOTIONS}
+    return Face((x, y, 100, 100), 1.0, label, p, probs)
+
+
+def test_iou() -> None:
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == 50 / 150
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+
+
+def test_ids_follow_moving_faces_whatever_the_order() -> None:
+    tracker = Tracker()
+    first = tracker.update([face(0, 0, "happy"), face(300, 0, "sad")])
+    assert [f.track_id for f in first] == [1, 2]
+    for step in range(1, 6):  # both move right 10 px a frame; detector order swaps
+        out = tracker.update([face(300 + 10 * step, 0, "sad"), face(10 * step, 0, "happy")])
+        assert [f.track_id for f in out] == [2, 1]
+
+
+def test_smoothing_stops_one_frame_flicker() -> None:
+    tracker = Tracker(smoothing=0.6)
+    for _ in range(5):
+        tracker.update([face(0, 0, "happy")])
+    out = tracker.update([face(2, 0, "surprise", 0.7)])  # a single odd frame
+    assert out[0].label == "happy" and out[0].track_id == 1
+    assert abs(sum(out[0].probabilities.values()) - 1) < 1e-6
+    for _ in range(5):
+        out = tracker.update([face(2, 0, "surprise", 0.9)])
+    assert out[0].label == "surprise"  # a lasting change does come through
+
+
+def test_lost_faces_keep_their_id_briefly_then_expire() -> None:
+    tracker = Tracker(max_missed=3)
+    tracker.update([face(0, 0, "happy")])
+    for _ in range(3):
+        tracker.update([])
+    assert tracker.update([face(5, 5, "happy")])[0].track_id == 1
+    for _ in range(4):
+        tracker.update([])
+    assert tracker.update([face(5, 5, "happy")])[0].track_id == 2
