@@ -74,7 +74,7 @@ def main() -> None:
                               dynamic_axes={"faces": {0: "batch"}}, opset_version=17, dynamo=False)
             table.add_row(name, f"{count_parameters(model) / 1e6:.2f}", f"{train_speed(name):.0f}",
                           f"{onnx_latency(path, 1, args.threads):.2f}", f"{onnx_latency(path, 32, args.threads):.3f}")
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":

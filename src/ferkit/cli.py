@@ -139,15 +139,16 @@ def find_images(sources: list[Path]) -> list[Path]:
     return found
 
 
-def recognizer_options(model: Optional[list[Path]], detector: str, min_face: int, min_score: float, margin: float, tta: bool) -> dict:
+def recognizer_options(model: Optional[list[Path]], detector: str, min_face: int, min_score: Optional[float], margin: float, tta: bool) -> dict:
     return {"model": list(model) if model else None, "detector": detector, "min_face": min_face,
             "min_score": min_score, "margin": margin, "tta": tta}
 
 
 ModelOpt = typer.Option(None, "--model", help="ONNX model(s); several = averaged ensemble. Default: the shipped model.")
-DetectorOpt = typer.Option("haar", help="Face detector.")
+DetectorOpt = typer.Option("haar", help="Face detector: haar (fastest) or centerface (finds more faces).")
 MinFaceOpt = typer.Option(40, help="Smallest face to detect, pixels.")
-MinScoreOpt = typer.Option(0.0, help="Lowest detector score to keep.")
+MinScoreOpt = typer.Option(None, help="Lowest detector score to keep (default: the detector's own).")
+DetectEveryOpt = typer.Option(1, min=1, help="Run the detector on every Nth frame only; tracked boxes fill the frames between.")
 MarginOpt = typer.Option(0.0, help="Grow each face box by this fraction per side before cropping.")
 TtaOpt = typer.Option(False, help="Test-time augmentation (mirror and shifted crops): slower, a little more accurate.")
 
@@ -161,7 +162,7 @@ def predict(
     model: Optional[list[Path]] = ModelOpt,
     detector: str = DetectorOpt,
     min_face: int = MinFaceOpt,
-    min_score: float = MinScoreOpt,
+    min_score: Optional[float] = MinScoreOpt,
     margin: float = MarginOpt,
     tta: bool = TtaOpt,
 ) -> None:
@@ -206,9 +207,10 @@ def video(
     model: Optional[list[Path]] = ModelOpt,
     detector: str = DetectorOpt,
     min_face: int = MinFaceOpt,
-    min_score: float = MinScoreOpt,
+    min_score: Optional[float] = MinScoreOpt,
     margin: float = MarginOpt,
     tta: bool = TtaOpt,
+    detect_every: int = DetectEveryOpt,
 ) -> None:
     """Recognise emotions in every frame of a video, tracking each face."""
     from .recognize import EmotionRecognizer
@@ -216,7 +218,7 @@ def video(
 
     with clean_errors():
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
-        summary = process_video(source, recognizer, output, results, show_all, progress=err.is_terminal)
+        summary = process_video(source, recognizer, output, results, show_all, progress=err.is_terminal, detect_every=detect_every)
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["labels"].items(), key=lambda kv: -kv[1]))
     err.print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['tracks']} tracks"
               + (f" ({labels})" if labels else "") + f", {summary['fps']:.1f} FPS")
@@ -237,9 +239,10 @@ def webcam(
     model: Optional[list[Path]] = ModelOpt,
     detector: str = DetectorOpt,
     min_face: int = MinFaceOpt,
-    min_score: float = MinScoreOpt,
+    min_score: Optional[float] = MinScoreOpt,
     margin: float = MarginOpt,
     tta: bool = TtaOpt,
+    detect_every: int = DetectEveryOpt,
 ) -> None:
     """Live window: emotions of the faces in front of the camera. Keys: Q/ESC, S, A, SPACE."""
     from .recognize import EmotionRecognizer
@@ -249,7 +252,8 @@ def webcam(
         if source is not None and not source.is_file():
             raise FileNotFoundError(f"{source}: no such file")
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
-        code = run(str(source) if source else camera, recognizer, shots, show_all, loop=loop, log=lambda s: print(s, flush=True))
+        code = run(str(source) if source else camera, recognizer, shots, show_all, loop=loop, detect_every=detect_every,
+                   log=lambda s: print(s, flush=True))
     raise typer.Exit(code)
 
 

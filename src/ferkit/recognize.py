@@ -4,6 +4,7 @@ pipeline that every front end (CLI, video, webcam, server) calls."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ from .data import EMOTIONS, IMAGE_SIZE, normalize
 
 if TYPE_CHECKING:
     from PIL.Image import Image
+
+    from .detect import Detection
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "ferkit.onnx"
@@ -170,7 +173,7 @@ class EmotionRecognizer:
         model: str | Path | list[str | Path] | None = None,
         detector: str = "haar",
         min_face: int = 40,
-        min_score: float = 0.0,
+        min_score: float | None = None,
         margin: float = 0.0,
         tta: bool = False,
         threads: int | None = None,
@@ -178,7 +181,8 @@ class EmotionRecognizer:
         from .detect import create_detector
 
         self.classifier = EmotionClassifier(model, threads=threads)
-        self.detector = create_detector(detector, min_size=min_face, min_score=min_score)
+        scores = {} if min_score is None else {"min_score": min_score}
+        self.detector = create_detector(detector, min_size=min_face, **scores)
         self.margin, self.tta = margin, tta
 
     @property
@@ -189,7 +193,10 @@ class EmotionRecognizer:
         """Faces in one image (path, array or PIL image; arrays are BGR unless `color="rgb"`)."""
         bgr = read_image(image, color)
         gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        detections = self.detector(gray)
+        return self.classify(gray, self.detector(bgr))
+
+    def classify(self, gray: np.ndarray, detections: list[Detection]) -> list[Face]:
+        """Crop and classify detected faces, all in one batch."""
         if not detections:
             return []
         crops = np.stack([crop_face(gray, d.box, self.margin) for d in detections])
@@ -198,3 +205,42 @@ class EmotionRecognizer:
             Face(d.box, d.score, self.labels[int(p.argmax())], float(p.max()), dict(zip(self.labels, map(float, p))))
             for d, p in zip(detections, probs)
         ]
+
+    def stream(self, detect_every: int = 1, smoothing: float = 0.6) -> StreamRecognizer:
+        """A recogniser for consecutive video frames: tracking, smoothing, optional sparse detection."""
+        return StreamRecognizer(self, detect_every, smoothing)
+
+
+class StreamRecognizer:
+    """Frames of one video or camera, in order: faces keep track ids and smoothed probabilities.
+
+    With `detect_every=k` the detector runs on every k-th frame and the frames between reuse its
+    boxes (faces barely move in 1/10 s); every frame is still classified. This is what makes the
+    pipeline real-time on a small CPU, since detection costs far more than classification.
+    """
+
+    def __init__(self, recognizer: EmotionRecognizer, detect_every: int = 1, smoothing: float = 0.6) -> None:
+        from .track import Tracker
+
+        if detect_every < 1:
+            raise ValueError("detect_every must be 1 or more")
+        self.recognizer, self.detect_every = recognizer, detect_every
+        self.tracker = Tracker(smoothing=smoothing)
+        self.detections: list[Detection] = []
+        self.frames = 0
+        self.seconds = {"detect": 0.0, "classify": 0.0, "track": 0.0}  # per stage, summed over frames
+
+    def __call__(self, frame: np.ndarray) -> list[Face]:
+        t0 = time.perf_counter()
+        if self.frames % self.detect_every == 0:
+            self.detections = self.recognizer.detector(frame)
+        t1 = time.perf_counter()
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        faces = self.recognizer.classify(gray, self.detections)
+        t2 = time.perf_counter()
+        faces = self.tracker.update(faces)
+        self.seconds["detect"] += t1 - t0
+        self.seconds["classify"] += t2 - t1
+        self.seconds["track"] += time.perf_counter() - t2
+        self.frames += 1
+        return faces

@@ -11,7 +11,6 @@ import cv2
 from .annotate import draw, draw_fps
 from .recognize import EmotionRecognizer
 from .report import ResultWriter
-from .track import Tracker
 
 
 class VideoError(ValueError):
@@ -33,6 +32,7 @@ def process_video(
     results: Path | None = None,
     show_all: bool = False,
     progress: bool = True,
+    detect_every: int = 1,
 ) -> dict:
     """Recognise emotions in every frame; return a summary (frames, faces, tracks, labels, FPS).
 
@@ -58,7 +58,7 @@ def process_video(
         if not writer.isOpened():
             cap.release()
             raise VideoError(f"{out}: cannot write a video there")
-    tracker, labels, n, faces_seen = Tracker(), Counter(), 0, 0
+    stream, labels, n, faces_seen = recognizer.stream(detect_every), Counter(), 0, 0
     started = time.perf_counter()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                    TextColumn("{task.fields[fps]:.1f} FPS"), TimeRemainingColumn(), disable=not progress)
@@ -66,7 +66,7 @@ def process_video(
         with ResultWriter(results, recognizer.labels, keys=("frame", "time")) as rows, bar:
             task = bar.add_task(path.name, total=total, fps=0.0)
             while ok:
-                faces = tracker.update(recognizer.predict(frame))
+                faces = stream(frame)
                 rows.write([n, round(n / fps, 3)], faces)
                 faces_seen += len(faces)
                 labels.update(f.label for f in faces)
@@ -85,4 +85,4 @@ def process_video(
     seconds = time.perf_counter() - started
     complete = total is None or n >= total
     return {"frames": n, "expected_frames": total, "complete": complete, "faces": faces_seen,
-            "tracks": tracker.next_id - 1, "labels": dict(labels), "seconds": seconds, "fps": n / seconds}
+            "tracks": stream.tracker.next_id - 1, "labels": dict(labels), "seconds": seconds, "fps": n / seconds}

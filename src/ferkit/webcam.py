@@ -18,7 +18,6 @@ import numpy as np
 
 from .annotate import draw, draw_fps
 from .recognize import EmotionRecognizer
-from .track import Tracker
 from .video import VideoError, open_video
 
 
@@ -72,11 +71,12 @@ def run(
     show_all: bool = False,
     window: str = "ferkit",
     loop: bool = False,
+    detect_every: int = 1,
     log: Callable[[str], None] = print,
 ) -> int:
     """Run the window until the user quits (0) or the camera is lost (1)."""
     grabber = FrameGrabber(source, loop)
-    tracker = Tracker()
+    stream = recognizer.stream(detect_every)
     paused, shown, last_count, fps, t_last = False, None, 0, 0.0, time.perf_counter()
     cv2.namedWindow(window, cv2.WINDOW_NORMAL)
     log(f"ferkit webcam: {source}. Keys: Q/ESC quit, S screenshot, A all emotions, SPACE pause")
@@ -87,7 +87,7 @@ def run(
                 raise VideoError(f"{source}: no frame could be read")
             if frame is not None and not paused and count != last_count:
                 last_count = count
-                faces = tracker.update(recognizer.predict(frame))
+                faces = stream(frame)
                 shown = draw(frame, faces, show_all)
                 now = time.perf_counter()
                 fps = 0.9 * fps + 0.1 / max(now - t_last, 1e-6) if fps else 1 / max(now - t_last, 1e-6)

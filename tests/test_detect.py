@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import compose_scene
+from ferkit.data import FERData
+from ferkit.detect import DETECTORS, create_detector
+from ferkit.track import iou
+
+# Share of 200 PrivateTest faces found in composed scenes, measured when each detector was added
+# (haar 0.58, centerface 0.935); the floors leave room for library updates, not for regressions.
+RECALL_FLOOR = {"haar": 0.5, "centerface": 0.85}
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_detector_finds_the_astronaut(name: str, astronaut_bgr: np.ndarray) -> None:
+    detector = create_detector(name)
+    (face,) = detector(astronaut_bgr)
+    assert iou(face.box, (177, 67, 93, 93)) > 0.5  # where her face is (checked by eye)
+    assert detector(astronaut_bgr[:, :, 1].copy())[0].box == pytest.approx(face.box, abs=12)  # gray input too
+    assert detector(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_detector_recall_on_scenes_of_fer_faces(name: str, fer: FERData) -> None:
+    detector = create_detector(name)
+    faces = fer.split("PrivateTest").pixels[:200]
+    found = false_alarms = 0
+    for k in range(0, 200, 4):
+        scene, boxes = compose_scene(faces[k : k + 4])
+        for det in detector(scene):
+            hit = any(iou(det.box, b) > 0.4 for b in boxes)
+            found += hit
+            false_alarms += not hit
+    assert found >= RECALL_FLOOR[name] * 200 and false_alarms <= 5
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_min_face_size(name: str, fer: FERData) -> None:
+    scene, _ = compose_scene(fer.split("PrivateTest").pixels[:4], size=144)
+    assert create_detector(name, min_size=200)(scene) == []
+
+
+def test_unknown_detector() -> None:
+    with pytest.raises(ValueError, match="unknown detector 'yolo'"):
+        create_detector("yolo")
