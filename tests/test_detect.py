@@ -45,3 +45,19 @@ def test_min_face_size(name: str, fer: FERData) -> None:
 def test_unknown_detector() -> None:
     with pytest.raises(ValueError, match="unknown detector 'yolo'"):
         create_detector("yolo")
+
+
+@pytest.mark.parametrize("name, floor", [("haar", 0.8), ("centerface", 0.95)])
+def test_detector_on_lfw_faces_and_non_faces(name: str, floor: float) -> None:
+    """scikit-image's LFW subset: 100 real faces and 100 non-face patches, enlarged into scenes of 5.
+    Measured when added: haar 87 faces / 1 false alarm, centerface 100 / 0."""
+    from skimage import data
+
+    patches = (data.lfw_subset() * 255).round().astype(np.uint8)
+    detector = create_detector(name)
+
+    def count(images: np.ndarray) -> int:
+        return sum(len(detector(compose_scene(images[k : k + 5], size=120, gap=60)[0])) for k in range(0, len(images), 5))
+
+    assert count(patches[:100]) >= floor * 100
+    assert count(patches[100:]) <= 3

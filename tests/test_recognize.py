@@ -114,3 +114,21 @@ def test_bad_model_file(tmp_path: Path) -> None:
         EmotionClassifier(tmp_path / "m.onnx")
     with pytest.raises(ModelError, match="no such model file"):
         EmotionClassifier(tmp_path / "none.onnx")
+
+
+def test_inference_never_imports_torch() -> None:
+    """Users who only run models install no torch: the pipeline and `ferkit predict` must not import it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ferkit.cli import app\n"
+        "from ferkit.recognize import EmotionRecognizer\n"
+        "EmotionRecognizer(detector='centerface').predict(str(__import__('ferkit.recognize').recognize.ASSETS / 'sample.jpg'))\n"
+        "app(['predict'], standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert '"label": "happy"' in result.stdout

@@ -79,3 +79,29 @@ def test_camera_that_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "camera 9: cannot be opened" in result.stderr and "Traceback" not in result.stderr
     result = ferkit("webcam", "--source", tmp_path / "none.mp4", check=False)
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_camera_that_disappears_ends_with_a_message(display: str, fer_npz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Camera 0 here is the shared video cut off after 20 frames, as when a USB camera is unplugged."""
+    import ferkit.webcam as webcam
+    from ferkit.recognize import EmotionRecognizer
+
+    class Unplugged:
+        def __init__(self) -> None:
+            self.video, self.left = cv2.VideoCapture(str(fer_npz.parent / "face_talking_854x480.mp4")), 20
+
+        def read(self):
+            self.left -= 1
+            return self.video.read() if self.left >= 0 else (False, None)
+
+        def get(self, prop: int) -> float:
+            return 0.0
+
+        def release(self) -> None:
+            self.video.release()
+
+    monkeypatch.setenv("DISPLAY", display)
+    monkeypatch.setattr(webcam, "open_video", lambda source: Unplugged())
+    said: list[str] = []
+    assert webcam.run(0, EmotionRecognizer(), log=said.append) == 1
+    assert said[-1] == "0: camera disconnected"
