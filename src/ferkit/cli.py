@@ -257,6 +257,32 @@ def webcam(
     raise typer.Exit(code)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port."),
+    max_upload_mb: float = typer.Option(10.0, help="Largest upload accepted (413 beyond)."),
+    max_megapixels: float = typer.Option(25.0, help="Largest image accepted, in megapixels (413 beyond)."),
+    model: Optional[list[Path]] = ModelOpt,
+    detector: str = DetectorOpt,
+    min_face: int = MinFaceOpt,
+    min_score: Optional[float] = MinScoreOpt,
+    margin: float = MarginOpt,
+    tta: bool = TtaOpt,
+) -> None:
+    """Web app (live camera in the browser, image upload) and REST API at http://HOST:PORT/."""
+    import uvicorn
+
+    from .recognize import EmotionRecognizer
+    from .server import Limits, create_app
+
+    with clean_errors():
+        recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
+        limits = Limits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1_000_000))
+    err.print(f"ferkit web app on http://{host}:{port}/  (API docs: /docs)")
+    uvicorn.run(create_app(recognizer, limits), host=host, port=port, log_level="warning")
+
+
 def cv2_write(path: Path, image) -> None:
     import cv2
 
