@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -281,6 +282,34 @@ def serve(
         limits = Limits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1_000_000))
     err.print(f"ferkit web app on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(create_app(recognizer, limits), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def benchmark(
+    what: str = typer.Argument(..., help="models, pipeline or server."),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="models: which registered models (default: all)."),
+    video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
+                               help="pipeline: the video the 640x480 test clips are made from."),
+    frames: int = typer.Option(300, help="pipeline: frames per test clip."),
+    model: Optional[list[Path]] = ModelOpt,
+    clients: int = typer.Option(50, help="server: concurrent clients."),
+    seconds: float = typer.Option(30.0, help="server: duration."),
+) -> None:
+    """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load."""
+    from . import benchmark as bench
+
+    with clean_errors():
+        if what == "models":
+            table = bench.models_table(models)
+        elif what == "pipeline":
+            if not video.is_file():
+                raise FileNotFoundError(f"{video}: no such video; pass --video or set FERKIT_DATA")
+            table = bench.pipeline_table(video, frames, list(model) if model else None)
+        elif what == "server":
+            table = bench.server_table(clients, seconds)
+        else:
+            raise ValueError(f"unknown benchmark {what!r}; choose models, pipeline or server")
+    Console(width=160).print(table)
 
 
 def cv2_write(path: Path, image) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
+from .evaluate import evaluate, read_log
 from .models import count_parameters, create_model
 from .recognize import EmotionClassifier, softmax
 from .train import TrainConfig, pick_device, predict_logits
@@ -44,6 +45,16 @@ def train_command(config: dict) -> str:
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
+
+
+def hardware() -> str:
+    import os
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}"
 
 
 def sha256(path: Path) -> str:
@@ -80,8 +91,23 @@ def export(checkpoint: str | Path, out: str | Path, data: str | Path | None = No
         "training_command": train_command(config),
         "training_data": Path(config["data"]).name + (f" + FER+ {Path(config['ferplus']).name}" if config.get("ferplus") else ""),
     }
+    log = Path(checkpoint).parent / "log.csv"
+    if log.is_file():
+        rows = read_log(log)
+        card["training"] = {"epochs_run": len(rows), "hours": round(sum(r["seconds"] for r in rows) / 3600, 2),
+                            "hardware": hardware(), "log": [{k: round(v, 4) for k, v in r.items()} for r in rows]}
     if data is not None:
         card["onnx_check"] = compare(model, out, data, split)
+        for tta in (False, True):
+            report = evaluate(data, [out], split=split, tta=tta)
+            key = f"{split}{'_tta' if tta else ''}"
+            card["metrics"][f"{key}_accuracy"] = round(report["accuracy"], 4)
+            card["metrics"][f"{key}_macro_f1"] = round(report["macro_f1"], 4)
+            if not tta:
+                card["metrics"][f"{split}_per_class"] = {
+                    k: {m: round(v, 4) if isinstance(v, float) else v for m, v in d.items()} for k, d in report["per_class"].items()
+                }
+                card["metrics"][f"{split}_confusion"] = report["confusion"]
     card["sha256"] = sha256(out)
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -1,0 +1,224 @@
+"""Benchmarks that print tables: model speed (training and inference), the whole pipeline's frame
+rate on 640x480 video, and the REST API under concurrent load. Run them with `ferkit benchmark
+models|pipeline|server` or the scripts in benchmarks/; every speed figure in the README comes from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.table import Table
+
+from .annotate import draw, draw_fps
+from .detect import DETECTORS
+from .recognize import ASSETS, EmotionClassifier, EmotionRecognizer
+
+
+# --- models: training img/s (torch) and ONNX Runtime ms per face ---------------------------------
+
+
+def train_speed(name: str, steps: int = 8, batch: int = 64) -> float:
+    """img/s of full training steps (augmentation, forward, backward, SGD) at batch 64, as `ferkit train` runs them."""
+    import torch
+
+    from .models import create_model
+    from .train import TrainConfig, augment, pick_device, use_bf16
+
+    device = pick_device("auto")
+    bf16 = use_bf16("auto", device)
+    model = create_model(name).to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    cfg, g = TrainConfig(data=""), torch.Generator(device=device).manual_seed(0)
+    faces = torch.randint(0, 256, (batch, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
+    labels = torch.randint(0, 7, (batch,), device=device)
+    for i in range(steps + 3):
+        if i == 3:
+            start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(augment(faces, cfg, g).contiguous(memory_format=torch.channels_last)).float(), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def onnx_latency(model_path: Path, batch: int, threads: int | None, repeats: int = 50) -> float:
+    """ms per face through ONNX Runtime, median of repeated runs."""
+    classifier = EmotionClassifier(model_path, threads=threads)
+    faces = np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8)
+    for _ in range(5):
+        classifier.predict_proba(faces)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        classifier.predict_proba(faces)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000 / batch
+
+
+def models_table(names: list[str] | None = None, threads: int | None = None) -> Table:
+    """Untrained weights: speed does not depend on them."""
+    import torch
+
+    from .models import count_parameters, create_model, list_models
+
+    table = Table(title=f"ferkit models on this machine ({os.cpu_count()} CPU cores)")
+    for column in ("model", "params (M)", "train img/s", "ms/face batch 1", "ms/face batch 32"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names or list_models():
+            path = Path(tmp) / f"{name}.onnx"
+            model = create_model(name).eval()
+            torch.onnx.export(model, (torch.zeros(1, 1, 48, 48),), str(path), input_names=["faces"],
+                              dynamic_axes={"faces": {0: "batch"}}, opset_version=17, dynamo=False)
+            table.add_row(name, f"{count_parameters(model) / 1e6:.2f}", f"{train_speed(name):.0f}",
+                          f"{onnx_latency(path, 1, threads):.2f}", f"{onnx_latency(path, 32, threads):.3f}")
+    return table
+
+
+# --- pipeline: decode, detect, classify, track, draw on 640x480 video ----------------------------
+
+def make_videos(source: Path, folder: Path, frames: int) -> dict[str, Path]:
+    """640x480 clips with 1 and 5 faces, `frames` long (the source is looped if shorter)."""
+    cap = cv2.VideoCapture(str(source))
+    one = cv2.VideoWriter(str(folder / "one.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
+    five = cv2.VideoWriter(str(folder / "five.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
+    spots = [(13, 30), (220, 30), (427, 30), (116, 260), (323, 260)]
+    for _ in range(frames):
+        ok, frame = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = cap.read()
+        one.write(cv2.resize(frame[:, 107:747], (640, 480)))  # centre 640x480 of the 854x480 frame
+        canvas = np.full((480, 640, 3), 235, np.uint8)
+        head = cv2.resize(frame[40:340, 295:595], (200, 200))  # the face and some of its surroundings
+        for x, y in spots:
+            canvas[y : y + 200, x : x + 200] = head
+        five.write(canvas)
+    one.release()
+    five.release()
+    return {"1 face": folder / "one.mp4", "5 faces": folder / "five.mp4"}
+
+
+def run_pipeline(video: Path, recognizer: EmotionRecognizer, detect_every: int) -> dict[str, float]:
+    cap = cv2.VideoCapture(str(video))
+    stream = recognizer.stream(detect_every)
+    decode = drawing = 0.0
+    faces_seen = n = 0
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        ok, frame = cap.read()
+        decode += time.perf_counter() - t
+        if not ok:
+            break
+        faces = stream(frame)
+        t = time.perf_counter()
+        canvas = draw(frame, faces)
+        draw_fps(canvas, 0.0)
+        drawing += time.perf_counter() - t
+        faces_seen += len(faces)
+        n += 1
+    wall = time.perf_counter() - start
+    ms = {k: v * 1000 / n for k, v in stream.seconds.items()}
+    return {"decode": decode * 1000 / n, **ms, "draw": drawing * 1000 / n, "faces": faces_seen / n, "fps": n / wall}
+
+
+def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = None) -> Table:
+    """Both test videos through every detector, detecting on every frame and on every 3rd frame."""
+    table = Table(title=f"ferkit pipeline, 640x480 video, {os.cpu_count()} CPU cores (ms per frame)")
+    for column in ("detector", "video", "detect every", "faces/frame", "decode", "detect", "classify", "track", "draw", "FPS"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        videos = make_videos(video, Path(tmp), frames)
+        for name in sorted(DETECTORS):
+            recognizer = EmotionRecognizer(model, detector=name)
+            for label, path in videos.items():
+                for every in (1, 3):
+                    r = run_pipeline(path, recognizer, every)
+                    table.add_row(name, label, str(every), f"{r['faces']:.2f}",
+                                  *(f"{r[k]:.2f}" for k in ("decode", "detect", "classify", "track", "draw")), f"{r['fps']:.1f}")
+    return table
+
+
+# --- server: concurrent clients on loopback -------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[list[float], int, int]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            try:
+                r = await http.post(url, content=image, headers={"content-type": "image/jpeg"})
+                ok = r.status_code == 200 and len(r.json()["faces"]) == 1
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - t)
+            else:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return latencies, errors, len(latencies) + errors
+
+
+def server_table(clients: int = 50, seconds: float = 30, image: Path = ASSETS / "sample.jpg") -> Table:
+    """Starts `ferkit serve` in its own process on a free loopback port, so its peak memory
+    (VmHWM) is the server's alone, and loads it with `clients` concurrent clients."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port)], stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(base + "/api/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        started = time.perf_counter()
+        latencies, errors, total = asyncio.run(load(base + "/api/v1/predict", image.read_bytes(), clients, seconds))
+        wall = time.perf_counter() - started
+        peak = peak_memory_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(10)
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    table = Table(title=f"POST /api/v1/predict, {clients} clients, {seconds:.0f} s, {image.name}")
+    for column in ("requests", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors", "server peak MB"):
+        table.add_column(column, justify="right")
+    table.add_row(str(total), f"{len(latencies) / wall:.1f}", *(f"{np.percentile(ms, q):.0f}" for q in (50, 95, 99)), str(errors), f"{peak:.0f}")
+    return table

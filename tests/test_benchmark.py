@@ -1,0 +1,27 @@
+"""The benchmarks run and print complete tables (their figures are for the README, not asserted here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import ferkit
+
+
+def test_models_benchmark_table() -> None:
+    out = ferkit("benchmark", "models", "--models", "tiny_cnn").stdout
+    row = next(line for line in out.splitlines() if "tiny_cnn" in line)
+    assert "0.08" in row and len(row.split("│")) == 7
+
+
+def test_pipeline_benchmark_covers_every_detector(fer_npz: Path) -> None:
+    out = ferkit("benchmark", "pipeline", "--frames", "6", "--video", fer_npz.parent / "face_talking_854x480.mp4").stdout
+    rows = [line for line in out.splitlines() if "haar" in line or "centerface" in line]
+    assert len(rows) == 8  # 2 detectors x 2 videos x detect every 1 and 3
+    assert all(float(r.split("│")[-2]) > 0 for r in rows)  # an FPS figure in every row
+
+
+def test_server_benchmark_has_no_errors() -> None:
+    out = ferkit("benchmark", "server", "--clients", "3", "--seconds", "2").stdout
+    row = next(line for line in out.splitlines() if line.startswith("│"))
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert int(cells[0]) > 0 and cells[5] == "0"
