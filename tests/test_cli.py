@@ -40,8 +40,8 @@ def test_predict_folder_to_csv_with_annotated_copies(astronaut_bgr: np.ndarray, 
     assert by_path["empty.png"][0]["label"] == "" and by_path["empty.png"][0]["error"] == ""
     assert "not a readable image" in by_path["broken.jpg"][0]["error"]
     assert "4 images" in result.stderr and "1 unreadable" in result.stderr
-    saved = sorted(p.name for p in (tmp_path / "annotated").iterdir())
-    assert saved == ["astronaut_ferkit.jpg", "empty_ferkit.jpg", "scene_ferkit.jpg"]
+    saved = sorted(str(p.relative_to(tmp_path / "annotated")) for p in (tmp_path / "annotated").rglob("*.jpg"))
+    assert saved == ["astronaut_ferkit.jpg", "sub/empty_ferkit.jpg", "sub/scene_ferkit.jpg"]
     annotated = cv2.imread(str(tmp_path / "annotated" / "astronaut_ferkit.jpg"))
     assert annotated.shape == astronaut_bgr.shape and np.abs(annotated.astype(int) - astronaut_bgr).mean() > 1
 

@@ -127,14 +127,15 @@ def export(
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def find_images(sources: list[Path]) -> list[Path]:
-    """Files as given, and the images inside folders (recursively, sorted)."""
+def find_images(sources: list[Path]) -> list[tuple[Path, Path]]:
+    """Files as given, and the images inside folders (recursively, sorted), each with the path its
+    annotated copy keeps (relative to the folder given, so same-named files in subfolders don't clash)."""
     found = []
     for source in sources:
         if source.is_dir():
-            found += sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found += [(p, p.relative_to(source)) for p in sorted(source.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
         elif source.exists():
-            found.append(source)
+            found.append((source, Path(source.name)))
         else:
             raise FileNotFoundError(f"{source}: no such file or folder")
     return found
@@ -181,7 +182,7 @@ def predict(
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
         labels, failed = Counter(), 0
         with ResultWriter(output, recognizer.labels) as writer:
-            for path in track(paths, description="images", console=err, disable=len(paths) < 2 or not err.is_terminal):
+            for path, relative in track(paths, description="images", console=err, disable=len(paths) < 2 or not err.is_terminal):
                 try:
                     image = read_image(path)
                     faces = recognizer.predict(image)
@@ -193,8 +194,9 @@ def predict(
                 labels.update(f.label for f in faces)
                 writer.write([str(path)], faces)
                 if save:
-                    save.mkdir(parents=True, exist_ok=True)
-                    cv2_write(save / (path.stem + "_ferkit.jpg"), draw(image, faces, show_all))
+                    target = save / relative.with_name(relative.stem + "_ferkit.jpg")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    cv2_write(target, draw(image, faces, show_all))
     counts = ", ".join(f"{k} {v}" for k, v in labels.most_common())
     err.print(f"{len(paths)} images, {sum(labels.values())} faces" + (f" ({counts})" if counts else "") + (f", {failed} unreadable" if failed else ""))
 
