@@ -134,15 +134,16 @@ def run_pipeline(video: Path, recognizer: EmotionRecognizer, detect_every: int) 
     return {"decode": decode * 1000 / n, **ms, "draw": drawing * 1000 / n, "faces": faces_seen / n, "fps": n / wall}
 
 
-def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = None) -> Table:
-    """Both test videos through every detector, detecting on every frame and on every 3rd frame."""
-    table = Table(title=f"ferkit pipeline, 640x480 video, {os.cpu_count()} CPU cores (ms per frame)")
+def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = None, detect_size: int = 320) -> Table:
+    """Both test videos through every detector, detecting on every frame and on every 3rd frame,
+    with the detection size `ferkit video` and `ferkit webcam` use by default."""
+    table = Table(title=f"ferkit pipeline, 640x480 video, detection at {detect_size} px, {os.cpu_count()} CPU cores (ms per frame)")
     for column in ("detector", "video", "detect every", "faces/frame", "decode", "detect", "classify", "track", "draw", "FPS"):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_videos(video, Path(tmp), frames)
         for name in sorted(DETECTORS):
-            recognizer = EmotionRecognizer(model, detector=name)
+            recognizer = EmotionRecognizer(model, detector=name, detect_size=detect_size)
             for label, path in videos.items():
                 for every in (1, 3):
                     r = run_pipeline(path, recognizer, every)

@@ -141,15 +141,19 @@ def find_images(sources: list[Path]) -> list[tuple[Path, Path]]:
     return found
 
 
-def recognizer_options(model: Optional[list[Path]], detector: str, min_face: int, min_score: Optional[float], margin: float, tta: bool) -> dict:
+def recognizer_options(
+    model: Optional[list[Path]], detector: str, min_face: int, min_score: Optional[float], margin: float, tta: bool,
+    detect_size: Optional[int] = None,
+) -> dict:
     return {"model": list(model) if model else None, "detector": detector, "min_face": min_face,
-            "min_score": min_score, "margin": margin, "tta": tta}
+            "min_score": min_score, "margin": margin, "tta": tta, "detect_size": detect_size}
 
 
 ModelOpt = typer.Option(None, "--model", help="ONNX model(s); several = averaged ensemble. Default: the shipped model.")
 DetectorOpt = typer.Option("haar", help="Face detector: haar (fastest) or centerface (finds more faces).")
 MinFaceOpt = typer.Option(40, help="Smallest face to detect, pixels.")
 MinScoreOpt = typer.Option(None, help="Lowest detector score to keep (default: the detector's own).")
+StreamDetectSizeOpt = typer.Option(320, help="Search for faces in frames shrunk to at most this many pixels wide or high (speed).")
 DetectEveryOpt = typer.Option(1, min=1, help="Run the detector on every Nth frame only; tracked boxes fill the frames between.")
 MarginOpt = typer.Option(0.0, help="Grow each face box by this fraction per side before cropping.")
 TtaOpt = typer.Option(False, help="Test-time augmentation (mirror and shifted crops): slower, a little more accurate.")
@@ -214,13 +218,14 @@ def video(
     margin: float = MarginOpt,
     tta: bool = TtaOpt,
     detect_every: int = DetectEveryOpt,
+    detect_size: int = StreamDetectSizeOpt,
 ) -> None:
     """Recognise emotions in every frame of a video, tracking each face."""
     from .recognize import EmotionRecognizer
     from .video import process_video
 
     with clean_errors():
-        recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
+        recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta, detect_size))
         summary = process_video(source, recognizer, output, results, show_all, progress=err.is_terminal, detect_every=detect_every)
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["labels"].items(), key=lambda kv: -kv[1]))
     err.print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['tracks']} tracks"
@@ -246,6 +251,7 @@ def webcam(
     margin: float = MarginOpt,
     tta: bool = TtaOpt,
     detect_every: int = DetectEveryOpt,
+    detect_size: int = StreamDetectSizeOpt,
 ) -> None:
     """Live window: emotions of the faces in front of the camera. Keys: Q/ESC, S, A, SPACE."""
     from .recognize import EmotionRecognizer
@@ -254,7 +260,7 @@ def webcam(
     with clean_errors():
         if source is not None and not source.is_file():
             raise FileNotFoundError(f"{source}: no such file")
-        recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
+        recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta, detect_size))
         code = run(str(source) if source else camera, recognizer, shots, show_all, loop=loop, detect_every=detect_every,
                    log=lambda s: print(s, flush=True))
     raise typer.Exit(code)

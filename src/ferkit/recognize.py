@@ -177,12 +177,13 @@ class EmotionRecognizer:
         margin: float = 0.0,
         tta: bool = False,
         threads: int | None = None,
+        detect_size: int | None = None,
     ) -> None:
         from .detect import create_detector
 
         self.classifier = EmotionClassifier(model, threads=threads)
-        scores = {} if min_score is None else {"min_score": min_score}
-        self.detector = create_detector(detector, min_size=min_face, **scores)
+        options = {k: v for k, v in (("min_score", min_score), ("max_side", detect_size)) if v is not None}
+        self.detector = create_detector(detector, min_size=min_face, **options)
         self.margin, self.tta = margin, tta
 
     @property
