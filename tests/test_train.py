@@ -92,3 +92,21 @@ def test_existing_run_needs_resume_or_new_name(tiny_run: Path, fer_npz: Path) ->
     assert result.returncode == 2 and "pass --resume" in result.stderr
     result = ferkit("train", "--data", fer_npz, "--runs-dir", tiny_run.parent, "--name", "fresh", "--resume", check=False)
     assert result.returncode == 2 and "nothing to resume" in result.stderr
+
+
+def test_training_options_ferplus_soft_balance_mixup_adamw_and_target_stop(fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
+    result = ferkit("train", "--data", fer_npz, "--ferplus", ferplus_csv, "--soft-labels", "--balance", "--mixup", "0.2",
+                    "--optimizer", "adamw", "--lr", "0.003", "--model", "tiny_cnn", "--epochs", "3", "--subset", "600",
+                    "--target-acc", "0.0", "--runs-dir", tmp_path, "--name", "plus")
+    assert "reached target PublicTest accuracy 0.0: stopping" in result.stderr
+    assert len((tmp_path / "plus" / "log.csv").read_text().splitlines()) == 2  # stopped after epoch 1 of 3
+    config = json.loads((tmp_path / "plus" / "config.json").read_text())
+    assert config["ferplus"] and config["soft_labels"] and config["balance"] and config["optimizer"] == "adamw"
+
+
+def test_patience_stops_a_run_that_no_longer_improves(fer_npz: Path, tmp_path: Path) -> None:
+    # With a learning rate of 0 nothing changes, so epoch 2 cannot beat epoch 1.
+    result = ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "5", "--subset", "600", "--lr", "0",
+                    "--patience", "1", "--runs-dir", tmp_path, "--name", "flat")
+    assert "no PublicTest improvement for 1 epochs: stopping" in result.stderr
+    assert len((tmp_path / "flat" / "log.csv").read_text().splitlines()) == 3
