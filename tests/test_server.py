@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import io
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
