@@ -86,6 +86,10 @@ class ImageError(ValueError):
     """An image that cannot be used (unreadable, empty, too large); front ends report it and go on."""
 
 
+class ImageTooLarge(ImageError):
+    """An image over the pixel limit (the server answers 413)."""
+
+
 MAX_PIXELS = 60_000_000  # larger images are refused rather than exhausting memory
 
 
@@ -112,12 +116,7 @@ def read_image(source: str | Path | np.ndarray | Image, color: str = "bgr") -> n
             raw = np.fromfile(path, dtype=np.uint8)
         except OSError as e:
             raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-        if raw.size == 0:
-            raise ImageError(f"{path}: empty file")
-        image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
-        if image is None:
-            raise ImageError(f"{path}: not a readable image")
-        return _checked_size(image, str(path))
+        return decode_image(raw, str(path))
     if not isinstance(source, np.ndarray):  # a PIL image
         try:
             source, color = np.asarray(source.convert("RGB")), "rgb"
@@ -139,12 +138,31 @@ def read_image(source: str | Path | np.ndarray | Image, color: str = "bgr") -> n
     return _checked_size(np.ascontiguousarray(image), "image")
 
 
-def _checked_size(image: np.ndarray, what: str) -> np.ndarray:
+def decode_image(data: bytes | np.ndarray, what: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """Encoded image bytes -> BGR array. The size is checked on a 1/8-scale decode first, so an
+    image too large to hold is refused before it takes its full memory."""
+    limit = max_pixels or MAX_PIXELS
+    raw = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    if raw.size == 0:
+        raise ImageError(f"{what}: empty file")
+    small = cv2.imdecode(raw, cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if small is None:
+        raise ImageError(f"{what}: not a readable image")
+    if small.shape[0] * small.shape[1] * 64 > limit * 1.2:  # 1/8 per side, rounded up
+        raise ImageTooLarge(f"{what}: about {small.shape[1] * 8}x{small.shape[0] * 8}, over the limit of {limit / 1e6:g} megapixels")
+    image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError(f"{what}: not a readable image")
+    return _checked_size(image, what, limit)
+
+
+def _checked_size(image: np.ndarray, what: str, limit: int | None = None) -> np.ndarray:
     h, w = image.shape[:2]
+    limit = limit or MAX_PIXELS
     if h == 0 or w == 0:
         raise ImageError(f"{what}: empty image")
-    if h * w > MAX_PIXELS:
-        raise ImageError(f"{what}: {w}x{h} is over the {MAX_PIXELS // 1_000_000} megapixel limit")
+    if h * w > limit:
+        raise ImageTooLarge(f"{what}: {w}x{h} is over the limit of {limit / 1e6:g} megapixels")
     return image
 
 

@@ -7,7 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi_offline import FastAPIOffline
@@ -15,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import __version__
-from .recognize import EmotionRecognizer
+from .recognize import EmotionRecognizer, ImageError, ImageTooLarge, decode_image
 
 WEB = Path(__file__).parent / "web"
 MB = 1024 * 1024
@@ -63,19 +62,13 @@ async def read_upload(request: Request, limits: Limits) -> bytes:
 
 
 def decode(data: bytes, limits: Limits) -> np.ndarray:
-    """Image bytes -> BGR array; not an image -> 415, too many pixels -> 413 (checked before decoding)."""
-    raw = np.frombuffer(data, np.uint8)
-    header = cv2.imdecode(raw, cv2.IMREAD_REDUCED_GRAYSCALE_8)  # cheap: 1/8 size, just to learn the shape
-    if header is None:
-        raise HTTPException(415, "not an image: send JPEG, PNG, BMP, WebP or TIFF bytes")
-    if header.shape[0] * header.shape[1] * 64 > limits.max_pixels * 1.2:
-        raise HTTPException(413, f"image too large: over {limits.max_pixels / 1e6:.0f} megapixels")
-    image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
-    if image is None:
-        raise HTTPException(415, "not a decodable image")
-    if image.shape[0] * image.shape[1] > limits.max_pixels:
-        raise HTTPException(413, f"image too large: {image.shape[1]}x{image.shape[0]} is over {limits.max_pixels / 1e6:.0f} megapixels")
-    return image
+    """Image bytes -> BGR array; too many pixels -> 413 (checked before the full decode), not an image -> 415."""
+    try:
+        return decode_image(data, "upload", limits.max_pixels)
+    except ImageTooLarge as e:
+        raise HTTPException(413, f"image too large: {e}") from None
+    except ImageError as e:
+        raise HTTPException(415, f"not an image: send JPEG, PNG, BMP, WebP or TIFF bytes ({e})") from None
 
 
 def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | None = None) -> FastAPI:
