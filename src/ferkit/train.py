@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +187,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if resume:
         if not last.exists():
             raise FileNotFoundError(f"{last}: nothing to resume; start the run without --resume")
-        cfg = _read_config(run_dir)
+        cfg = replace(_read_config(run_dir), runs_dir=cfg.runs_dir, name=cfg.name)  # the run may have moved
         console.print(f"resuming {run_dir} with its saved config")
     elif last.exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
