@@ -27,7 +27,7 @@ from .recognize import ASSETS, EmotionClassifier, EmotionRecognizer
 # --- models: training img/s (torch) and ONNX Runtime ms per face ---------------------------------
 
 
-def train_speed(name: str, steps: int = 8, batch: int = 64) -> float:
+def train_speed(name: str, steps: int = 8, batch: int = 64, bf16: str = "auto") -> float:
     """img/s of full training steps (augmentation, forward, backward, SGD) at batch 64, as `ferkit train` runs them."""
     import torch
 
@@ -35,7 +35,7 @@ def train_speed(name: str, steps: int = 8, batch: int = 64) -> float:
     from .train import TrainConfig, augment, pick_device, use_bf16
 
     device = pick_device("auto")
-    bf16 = use_bf16("auto", device)
+    autocast = use_bf16(bf16, device)
     model = create_model(name).to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     cfg, g = TrainConfig(data=""), torch.Generator(device=device).manual_seed(0)
@@ -44,7 +44,7 @@ def train_speed(name: str, steps: int = 8, batch: int = 64) -> float:
     for i in range(steps + 3):
         if i == 3:
             start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             loss = torch.nn.functional.cross_entropy(model(augment(faces, cfg, g).contiguous(memory_format=torch.channels_last)).float(), labels)
         opt.zero_grad()
         loss.backward()
@@ -66,13 +66,13 @@ def onnx_latency(model_path: Path, batch: int, threads: int | None, repeats: int
     return statistics.median(times) * 1000 / batch
 
 
-def models_table(names: list[str] | None = None, threads: int | None = None) -> Table:
+def models_table(names: list[str] | None = None, threads: int | None = None, bf16: str = "auto") -> Table:
     """Untrained weights: speed does not depend on them."""
     import torch
 
     from .models import count_parameters, create_model, list_models
 
-    table = Table(title=f"ferkit models on this machine ({os.cpu_count()} CPU cores)")
+    table = Table(title=f"ferkit models on this machine ({os.cpu_count()} CPU cores, bf16 {bf16})")
     for column in ("model", "params (M)", "train img/s", "ms/face batch 1", "ms/face batch 32"):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,7 @@ def models_table(names: list[str] | None = None, threads: int | None = None) -> 
             model = create_model(name).eval()
             torch.onnx.export(model, (torch.zeros(1, 1, 48, 48),), str(path), input_names=["faces"],
                               dynamic_axes={"faces": {0: "batch"}}, opset_version=17, dynamo=False)
-            table.add_row(name, f"{count_parameters(model) / 1e6:.2f}", f"{train_speed(name):.0f}",
+            table.add_row(name, f"{count_parameters(model) / 1e6:.2f}", f"{train_speed(name, bf16=bf16):.0f}",
                           f"{onnx_latency(path, 1, threads):.2f}", f"{onnx_latency(path, 32, threads):.3f}")
     return table
 

@@ -302,13 +302,14 @@ def benchmark(
     model: Optional[list[Path]] = ModelOpt,
     clients: int = typer.Option(50, help="server: concurrent clients."),
     seconds: float = typer.Option(30.0, help="server: duration."),
+    bf16: str = typer.Option("auto", help="models: bf16 autocast in the training steps: auto, on or off."),
 ) -> None:
     """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load."""
     from . import benchmark as bench
 
     with clean_errors():
         if what == "models":
-            table = bench.models_table(models)
+            table = bench.models_table(models, bf16=bf16)
         elif what == "pipeline":
             if not video.is_file():
                 raise FileNotFoundError(f"{video}: no such video; pass --video or set FERKIT_DATA")
