@@ -16,7 +16,7 @@ def test_models_benchmark_table() -> None:
 def test_pipeline_benchmark_covers_every_detector(fer_npz: Path) -> None:
     out = ferkit("benchmark", "pipeline", "--frames", "6", "--video", fer_npz.parent / "face_talking_854x480.mp4").stdout
     rows = [line for line in out.splitlines() if "haar" in line or "centerface" in line]
-    assert len(rows) == 8  # 2 detectors x 2 videos x detect every 1 and 3
+    assert len(rows) == 12  # 2 detectors x 2 videos x detect every 1, 5 and 10
     assert all(float(r.split("│")[-2]) > 0 for r in rows)  # an FPS figure in every row
 
 

@@ -106,6 +106,20 @@ def test_no_face_no_result(recognizer: EmotionRecognizer) -> None:
     assert recognizer.predict(np.full((480, 640, 3), 200, np.uint8)) == []
 
 
+def test_stream_searches_every_kth_frame_and_follows_between(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
+    frames = [np.ascontiguousarray(astronaut_bgr[0:400, 60 + 6 * i : 460 + 6 * i]) for i in range(10)]  # panning camera
+    searches = []
+    stream = EmotionRecognizer(detector="haar").stream(detect_every=5)
+    search = stream.recognizer.detector
+    stream.recognizer.detector = lambda frame: searches.append(1) or search(frame)
+    for frame in frames:
+        (face,) = stream(frame)
+        (truth,) = recognizer.predict(frame)  # a full search and classification of this frame alone
+        assert face.track_id == 1 and iou(face.box, truth.box) > 0.8
+        assert face.label == truth.label == "happy"
+    assert len(searches) == 2
+
+
 def test_classifier_tta_and_ensemble(fer: FERData) -> None:
     single = EmotionClassifier()
     faces = fer.split("PublicTest").pixels[:64]

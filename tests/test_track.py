@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import cv2
+import numpy as np
+
 from ferkit.data import EMOTIONS
+from ferkit.detect import Detection, create_detector
 from ferkit.recognize import Face
-from ferkit.track import Tracker, iou
+from ferkit.track import Follower, Tracker, iou
 
 
 def face(x: int, y: int, label: str, p: float = 0.9) -> Face:
@@ -47,3 +51,36 @@ def test_lost_faces_keep_their_id_briefly_then_expire() -> None:
     for _ in range(4):
         tracker.update([])
     assert tracker.update([face(5, 5, "happy")])[0].track_id == 2
+
+
+def panning(photo: np.ndarray, frames: int = 10, step: int = 6) -> list[np.ndarray]:
+    """A camera panning right over a real photo: its face moves `step` px left a frame."""
+    return [np.ascontiguousarray(photo[0:400, 60 + step * i : 460 + step * i]) for i in range(frames)]
+
+
+def test_follower_keeps_boxes_on_a_moving_face(astronaut_bgr: np.ndarray) -> None:
+    detector = create_detector("haar")
+    frames = panning(astronaut_bgr)
+    first = detector(frames[0])
+    assert len(first) == 1
+    follower = Follower()
+    follower.reset(cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY), first)
+    for frame in frames[1:]:
+        truth = detector(frame)[0].box  # a full search of this frame
+        (moved,) = follower(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+        assert iou(moved.box, truth) > 0.8
+    assert iou(first[0].box, truth) < 0.5  # the first box is stale by the end: following is what kept up
+
+
+def test_follower_drops_faces_that_are_gone(astronaut_bgr: np.ndarray) -> None:
+    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
+    (face,) = create_detector("haar")(gray)
+    follower = Follower()
+    follower.reset(gray, [face])
+    assert len(follower(gray)) == 1
+    x, y, w, h = face.box
+    covered = gray.copy()
+    covered[max(0, y - h) : y + 2 * h, max(0, x - w) : x + 2 * w] = 128  # the face left
+    assert follower(covered) == []
+    follower.reset(gray, [Detection((-60, -60, 100, 100), 1.0)])  # mostly outside the frame
+    assert follower(gray) == []

@@ -6,6 +6,7 @@ models|pipeline|server` or the scripts in benchmarks/; every speed figure in the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -134,22 +135,64 @@ def run_pipeline(video: Path, recognizer: EmotionRecognizer, detect_every: int) 
     return {"decode": decode * 1000 / n, **ms, "draw": drawing * 1000 / n, "faces": faces_seen / n, "fps": n / wall}
 
 
-def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = None, detect_size: int = 320) -> Table:
-    """Both test videos through every detector, detecting on every frame and on every 3rd frame,
-    with the detection size `ferkit video` and `ferkit webcam` use by default."""
+def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = None, detect_size: int = 320,
+                   peer: str | None = None) -> Table:
+    """Both test videos through every detector, searching every frame, every 5th and every 10th
+    (the default of `ferkit video` and `ferkit webcam`), at their default detection size. With
+    `peer` (a Python that has the `fer` package, see benchmarks/peer_setup.sh), fer runs on the
+    same clips in the same run and the caption gives the frame-rate ratios."""
     table = Table(title=f"ferkit pipeline, 640x480 video, detection at {detect_size} px, {os.cpu_count()} CPU cores (ms per frame)")
     for column in ("detector", "video", "detect every", "faces/frame", "decode", "detect", "classify", "track", "draw", "FPS"):
         table.add_column(column, justify="right")
+    fps: dict[tuple[str, str, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_videos(video, Path(tmp), frames)
         for name in sorted(DETECTORS):
             recognizer = EmotionRecognizer(model, detector=name, detect_size=detect_size)
             for label, path in videos.items():
-                for every in (1, 3):
+                for every in (1, 5, 10):
                     r = run_pipeline(path, recognizer, every)
+                    fps[name, label, every] = r["fps"]
                     table.add_row(name, label, str(every), f"{r['faces']:.2f}",
                                   *(f"{r[k]:.2f}" for k in ("decode", "detect", "classify", "track", "draw")), f"{r['fps']:.1f}")
+        if peer:
+            ratios = []
+            for label, path in videos.items():
+                r = run_peer(peer, path)
+                table.add_row(f"fer {r['version']} (peer)", label, "1", f"{r['faces']:.2f}", *["-"] * 5, f"{r['fps']:.1f}")
+                ratios.append(f"{label}: ferkit haar {fps['haar', label, 10] / r['fps']:.1f}x fer's FPS "
+                              f"({fps['haar', label, 1] / r['fps']:.1f}x searching every frame like fer)")
+            table.caption = "; ".join(ratios)
     return table
+
+
+PEER_FER = """
+import json, sys, time, cv2, fer
+from fer import FER
+recognizer = FER()  # its defaults: OpenCV's Haar cascade on the full frame, its TFLite mini-Xception
+cap, n, faces = cv2.VideoCapture(sys.argv[1]), 0, 0
+start = time.perf_counter()
+while True:
+    ok, frame = cap.read()
+    if not ok:
+        break
+    found = recognizer.detect_emotions(frame)
+    for face in found:
+        x, y, w, h = face["box"]
+        cv2.rectangle(frame, (x, y), (x + w, y + h), (0, 255, 0), 2)
+        cv2.putText(frame, max(face["emotions"], key=face["emotions"].get), (x, y - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
+    n, faces = n + 1, faces + len(found)
+print(json.dumps({"fps": n / (time.perf_counter() - start), "faces": faces / max(n, 1), "version": fer.__version__}))
+"""
+
+
+def run_peer(python: str, video: Path) -> dict:
+    """Decode, detect, classify and draw with the `fer` package, in the interpreter that has it."""
+    done = subprocess.run([python, "-c", PEER_FER, str(video)], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ValueError(f"the peer benchmark failed with {python}: {last} (see benchmarks/peer_setup.sh)")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- server: concurrent clients on loopback -------------------------------------------------------

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .recognize import DETECT_EVERY
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expression recognition: 7 emotions from faces.")
 err = Console(stderr=True)
 out = Console()
@@ -154,7 +156,9 @@ DetectorOpt = typer.Option("haar", help="Face detector: haar (fastest) or center
 MinFaceOpt = typer.Option(40, help="Smallest face to detect, pixels.")
 MinScoreOpt = typer.Option(None, help="Lowest detector score to keep (default: the detector's own).")
 StreamDetectSizeOpt = typer.Option(320, help="Search for faces in frames shrunk to at most this many pixels wide or high (speed).")
-DetectEveryOpt = typer.Option(1, min=1, help="Run the detector on every Nth frame only; tracked boxes fill the frames between.")
+DetectEveryOpt = typer.Option(
+    DETECT_EVERY, min=1, help="Search the whole frame for faces every Nth frame; known faces are followed between (1: search every frame)."
+)
 MarginOpt = typer.Option(0.0, help="Grow each face box by this fraction per side before cropping.")
 TtaOpt = typer.Option(False, help="Test-time augmentation (mirror and shifted crops): slower, a little more accurate.")
 
@@ -299,6 +303,7 @@ def benchmark(
     video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
                                help="pipeline: the video the 640x480 test clips are made from."),
     frames: int = typer.Option(300, help="pipeline: frames per test clip."),
+    peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     model: Optional[list[Path]] = ModelOpt,
     clients: int = typer.Option(50, help="server: concurrent clients."),
     seconds: float = typer.Option(30.0, help="server: duration."),
@@ -313,7 +318,7 @@ def benchmark(
         elif what == "pipeline":
             if not video.is_file():
                 raise FileNotFoundError(f"{video}: no such video; pass --video or set FERKIT_DATA")
-            table = bench.pipeline_table(video, frames, list(model) if model else None)
+            table = bench.pipeline_table(video, frames, list(model) if model else None, peer=peer)
         elif what == "server":
             table = bench.server_table(clients, seconds)
         else:

@@ -71,6 +71,7 @@ class CenterFaceDetector:
                     dim.dim_param = name
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see EmotionClassifier
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.min_size, self.min_score, self.max_side = min_size, min_score, max_side
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "ferkit.onnx"
+DETECT_EVERY = 10  # video and camera: a full face search every 10th frame (1/3 s at 30 FPS), faces followed between
 
 
 class ModelError(ValueError):
@@ -52,6 +53,9 @@ class EmotionClassifier:
 
         paths = [Path(p) for p in (model if isinstance(model, list) else [model or DEFAULT_MODEL])]
         options = ort.SessionOptions()
+        # Idle ORT threads spin for a while after each run by default, taking the cores that
+        # detection, decoding and drawing need next; in a pipeline that costs more than it saves.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         self.sessions = []
@@ -225,7 +229,7 @@ class EmotionRecognizer:
             for d, p in zip(detections, probs)
         ]
 
-    def stream(self, detect_every: int = 1, smoothing: float = 0.6) -> StreamRecognizer:
+    def stream(self, detect_every: int = DETECT_EVERY, smoothing: float = 0.6) -> StreamRecognizer:
         """A recogniser for consecutive video frames: tracking, smoothing, optional sparse detection."""
         return StreamRecognizer(self, detect_every, smoothing)
 
@@ -233,29 +237,33 @@ class EmotionRecognizer:
 class StreamRecognizer:
     """Frames of one video or camera, in order: faces keep track ids and smoothed probabilities.
 
-    With `detect_every=k` the detector runs on every k-th frame and the frames between reuse its
-    boxes (faces barely move in 1/10 s); every frame is still classified. This is what makes the
-    pipeline real-time on a small CPU, since detection costs far more than classification.
+    With `detect_every=k` the detector searches every k-th frame; on the frames between, each
+    face is followed from its last box by template matching (`track.Follower`), which costs a
+    thousandth of a search. Every frame is still classified. This is what makes the pipeline
+    real-time on a small CPU, since detection costs far more than classification.
     """
 
-    def __init__(self, recognizer: EmotionRecognizer, detect_every: int = 1, smoothing: float = 0.6) -> None:
-        from .track import Tracker
+    def __init__(self, recognizer: EmotionRecognizer, detect_every: int = DETECT_EVERY, smoothing: float = 0.6) -> None:
+        from .track import Follower, Tracker
 
         if detect_every < 1:
             raise ValueError("detect_every must be 1 or more")
         self.recognizer, self.detect_every = recognizer, detect_every
-        self.tracker = Tracker(smoothing=smoothing)
-        self.detections: list[Detection] = []
+        self.tracker, self.follower = Tracker(smoothing=smoothing), Follower()
         self.frames = 0
         self.seconds = {"detect": 0.0, "classify": 0.0, "track": 0.0}  # per stage, summed over frames
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         t0 = time.perf_counter()
-        if self.frames % self.detect_every == 0:
-            self.detections = self.recognizer.detector(frame)
-        t1 = time.perf_counter()
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        faces = self.recognizer.classify(gray, self.detections)
+        if self.frames % self.detect_every == 0:
+            detections = self.recognizer.detector(frame)
+            if self.detect_every > 1:
+                self.follower.reset(gray, detections)
+        else:
+            detections = self.follower(gray)
+        t1 = time.perf_counter()
+        faces = self.recognizer.classify(gray, detections)
         t2 = time.perf_counter()
         faces = self.tracker.update(faces)
         self.seconds["detect"] += t1 - t0

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 
 from .annotate import draw, draw_fps
-from .recognize import EmotionRecognizer
+from .recognize import DETECT_EVERY, EmotionRecognizer
 from .report import ResultWriter
 
 
@@ -32,7 +32,7 @@ def process_video(
     results: Path | None = None,
     show_all: bool = False,
     progress: bool = True,
-    detect_every: int = 1,
+    detect_every: int = DETECT_EVERY,
 ) -> dict:
     """Recognise emotions in every frame; return a summary (frames, faces, tracks, labels, FPS).
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .annotate import draw, draw_fps
-from .recognize import EmotionRecognizer
+from .recognize import DETECT_EVERY, EmotionRecognizer
 from .video import VideoError, open_video
 
 
@@ -71,7 +71,7 @@ def run(
     show_all: bool = False,
     window: str = "ferkit",
     loop: bool = False,
-    detect_every: int = 1,
+    detect_every: int = DETECT_EVERY,
     log: Callable[[str], None] = print,
 ) -> int:
     """Run the window until the user quits (0) or the camera is lost (1)."""
