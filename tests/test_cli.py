@@ -17,7 +17,7 @@ def test_predict_default_runs_on_the_bundled_sample() -> None:
     record = json.loads(line)
     assert record["path"].endswith("sample.jpg") and len(record["faces"]) == 1
     assert record["faces"][0]["label"] == "happy"
-    assert "1 images, 1 faces (happy 1)" in result.stderr
+    assert "1 image, 1 face (happy 1)" in result.stderr
 
 
 def test_predict_folder_to_csv_with_annotated_copies(astronaut_bgr: np.ndarray, fer: FERData, tmp_path: Path) -> None:

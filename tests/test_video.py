@@ -25,7 +25,7 @@ def short_video(fer_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_video_gives_annotated_mp4_and_per_frame_rows(short_video: Path, tmp_path: Path) -> None:
     result = ferkit("video", short_video, "--out", tmp_path / "out.mp4", "--csv", tmp_path / "frames.csv")
-    assert "45 frames, 45 faces in 1 tracks" in result.stderr
+    assert "45 frames, 45 faces in 1 track" in result.stderr
     cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 45
     ok, frame = cap.read()

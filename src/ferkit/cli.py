@@ -206,7 +206,8 @@ def predict(
                     target.parent.mkdir(parents=True, exist_ok=True)
                     cv2_write(target, draw(image, faces, show_all))
     counts = ", ".join(f"{k} {v}" for k, v in labels.most_common())
-    err.print(f"{len(paths)} images, {sum(labels.values())} faces" + (f" ({counts})" if counts else "") + (f", {failed} unreadable" if failed else ""))
+    faces = sum(labels.values())
+    err.print(f"{plural(len(paths), 'image')}, {plural(faces, 'face')}" + (f" ({counts})" if counts else "") + (f", {failed} unreadable" if failed else ""))
 
 
 @app.command()
@@ -232,7 +233,7 @@ def video(
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta, detect_size))
         summary = process_video(source, recognizer, output, results, show_all, progress=err.is_terminal, detect_every=detect_every)
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary["labels"].items(), key=lambda kv: -kv[1]))
-    err.print(f"{summary['frames']} frames, {summary['faces']} faces in {summary['tracks']} tracks"
+    err.print(f"{plural(summary['frames'], 'frame')}, {plural(summary['faces'], 'face')} in {plural(summary['tracks'], 'track')}"
               + (f" ({labels})" if labels else "") + f", {summary['fps']:.1f} FPS")
     if not summary["complete"]:
         err.print(f"[yellow]warning:[/yellow] the video broke off after {summary['frames']} of {summary['expected_frames']} frames; results cover those")
@@ -324,6 +325,10 @@ def benchmark(
         else:
             raise ValueError(f"unknown benchmark {what!r}; choose models, pipeline or server")
     Console(width=160).print(table)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cv2_write(path: Path, image) -> None:
