@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 python3 -m venv .peer-venv
 .peer-venv/bin/pip install -q "fer==25.10.3" --no-deps
 .peer-venv/bin/pip install -q "tensorflow-cpu==2.20.0" "opencv-python>=4.9,<5" pandas tqdm requests pillow matplotlib "setuptools<81"
-.peer-venv/bin/python -c "from fer import FER; FER(); print('fer ready')"
+.peer-venv/bin/python -c "from fer.fer import FER; FER(); print('fer ready')"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import ferkit
 
@@ -25,3 +28,20 @@ def test_server_benchmark_has_no_errors() -> None:
     row = next(line for line in out.splitlines() if line.startswith("│"))
     cells = [c.strip() for c in row.split("│")[1:-1]]
     assert int(cells[0]) > 0 and cells[5] == "0"
+
+
+PEER = Path(__file__).parents[1] / ".peer-venv" / "bin" / "python"
+
+
+@pytest.mark.skipif(not PEER.exists(), reason="no .peer-venv: run benchmarks/peer_setup.sh to time the fer package too")
+def test_pipeline_benchmark_times_the_fer_peer(fer_npz: Path) -> None:
+    out = ferkit("benchmark", "pipeline", "--frames", "4", "--video", fer_npz.parent / "face_talking_854x480.mp4", "--peer", PEER).stdout
+    rows = [line for line in out.splitlines() if "(peer)" in line]
+    assert len(rows) == 2 and all(float(r.split("│")[-2]) > 0 for r in rows)
+    assert "x fer's FPS" in out
+
+
+def test_pipeline_benchmark_reports_a_broken_peer(fer_npz: Path) -> None:
+    result = ferkit("benchmark", "pipeline", "--frames", "2", "--video", fer_npz.parent / "face_talking_854x480.mp4",
+                    "--peer", sys.executable, check=False)  # a Python without the fer package
+    assert result.returncode == 2 and "the peer benchmark failed" in result.stderr and "Traceback" not in result.stderr

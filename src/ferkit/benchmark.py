@@ -168,7 +168,7 @@ def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = No
 
 PEER_FER = """
 import json, sys, time, cv2, fer
-from fer import FER
+from fer.fer import FER
 recognizer = FER()  # its defaults: OpenCV's Haar cascade on the full frame, its TFLite mini-Xception
 cap, n, faces = cv2.VideoCapture(sys.argv[1]), 0, 0
 start = time.perf_counter()
