@@ -142,7 +142,7 @@ def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = No
     `peer` (a Python that has the `fer` package, see benchmarks/peer_setup.sh), fer runs on the
     same clips in the same run and the caption gives the frame-rate ratios."""
     table = Table(title=f"ferkit pipeline, 640x480 video, detection at {detect_size} px, {os.cpu_count()} CPU cores (ms per frame)")
-    for column in ("detector", "video", "detect every", "faces/frame", "decode", "detect", "classify", "track", "draw", "FPS"):
+    for column in ("detector", "video", "detect every", "faces/frame", "decode", "detect", "follow", "classify", "track", "draw", "FPS"):
         table.add_column(column, justify="right")
     fps: dict[tuple[str, str, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,12 +154,12 @@ def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = No
                     r = run_pipeline(path, recognizer, every)
                     fps[name, label, every] = r["fps"]
                     table.add_row(name, label, str(every), f"{r['faces']:.2f}",
-                                  *(f"{r[k]:.2f}" for k in ("decode", "detect", "classify", "track", "draw")), f"{r['fps']:.1f}")
+                                  *(f"{r[k]:.2f}" for k in ("decode", "detect", "follow", "classify", "track", "draw")), f"{r['fps']:.1f}")
         if peer:
             ratios = []
             for label, path in videos.items():
                 r = run_peer(peer, path)
-                table.add_row(f"fer {r['version']} (peer)", label, "1", f"{r['faces']:.2f}", *["-"] * 5, f"{r['fps']:.1f}")
+                table.add_row(f"fer {r['version']} (peer)", label, "1", f"{r['faces']:.2f}", *["-"] * 6, f"{r['fps']:.1f}")
                 ratios.append(f"{label}: ferkit haar {fps['haar', label, 10] / r['fps']:.1f}x fer's FPS "
                               f"({fps['haar', label, 1] / r['fps']:.1f}x searching every frame like fer)")
             table.caption = "; ".join(ratios)
