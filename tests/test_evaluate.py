@@ -89,6 +89,6 @@ def test_shipped_model_reproduces_its_card_and_readme(fer_npz: Path, tmp_path: P
     check_report(report, 3589)
     assert report["accuracy"] == pytest.approx(card["metrics"]["PrivateTest_accuracy"], abs=1e-4)
     assert report["macro_f1"] == pytest.approx(card["metrics"]["PrivateTest_macro_f1"], abs=1e-4)
-    assert report["accuracy"] >= 0.65  # the floor this release promises; the goal (issue 3) is 0.735
+    assert report["accuracy"] >= 0.69  # the floor this release promises; the goal (issue 3) is 0.735
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert f"{card['metrics']['PrivateTest_accuracy']:.2%}" in readme

@@ -39,12 +39,31 @@ def train_command(config: dict) -> str:
         value = config.get(f.name, f.default)
         if f.name == "runs_dir" or value == f.default:
             continue
+        if f.name == "pretrained" and (Path(value).parent / "config.json").is_file():
+            value = f"runs/{Path(value).parent.name}/{Path(value).name}"  # a ferkit run: where it lives by default
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):
             parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
+
+
+def lineage(checkpoint: str | Path, config: dict) -> list[dict]:
+    """The training runs behind a checkpoint, oldest first: a run started `--pretrained` from another
+    ferkit run's checkpoint continues that run, so reproducing it takes both commands."""
+    run = Path(checkpoint).parent
+    stages = []
+    while True:
+        log = run / "log.csv"
+        rows = read_log(log) if log.is_file() else []
+        stages.insert(0, {"command": train_command(config), "epochs_run": len(rows),
+                          "hours": round(sum(r["seconds"] for r in rows) / 3600, 2),
+                          "log": [{k: round(v, 4) for k, v in r.items()} for r in rows]})
+        parent = Path(config["pretrained"]).parent if config.get("pretrained") else None
+        if parent is None or not (parent / "config.json").is_file():
+            return stages
+        run, config = parent, json.loads((parent / "config.json").read_text())
 
 
 def hardware() -> str:
@@ -91,11 +110,9 @@ def export(checkpoint: str | Path, out: str | Path, data: str | Path | None = No
         "training_command": train_command(config),
         "training_data": Path(config["data"]).name + (f" + FER+ {Path(config['ferplus']).name}" if config.get("ferplus") else ""),
     }
-    log = Path(checkpoint).parent / "log.csv"
-    if log.is_file():
-        rows = read_log(log)
-        card["training"] = {"epochs_run": len(rows), "hours": round(sum(r["seconds"] for r in rows) / 3600, 2),
-                            "hardware": hardware(), "log": [{k: round(v, 4) for k, v in r.items()} for r in rows]}
+    stages = lineage(checkpoint, config)
+    if any(stage["log"] for stage in stages):
+        card["training"] = {"hours": round(sum(stage["hours"] for stage in stages), 2), "hardware": hardware(), "stages": stages}
     if data is not None:
         card["onnx_check"] = compare(model, out, data, split)
         for tta in (False, True):

@@ -93,7 +93,7 @@ async function loop() {
         const result = await postImage(blob);
         lastFaces = result.faces;
         listFaces($("faces"), lastFaces);
-        $("status").textContent = lastFaces.length ? `${lastFaces.length} face(s)` : "no face in view";
+        if (!paused) $("status").textContent = lastFaces.length ? `${lastFaces.length} face(s)` : "no face in view";  // an answer landing after a pause must not hide it
         const now = performance.now();
         frames.push(now);
         frames = frames.filter((t) => now - t < 2000);
