@@ -238,8 +238,8 @@ class StreamRecognizer:
     """Frames of one video or camera, in order: faces keep track ids and smoothed probabilities.
 
     With `detect_every=k` the detector searches every k-th frame; on the frames between, each
-    face is followed from its last box by template matching (`track.Follower`), which costs a
-    thousandth of a search. Every frame is still classified. This is what makes the pipeline
+    face is followed from its last box by template matching (`track.Follower`), which costs about
+    a hundredth of a search. Every frame is still classified. This is what makes the pipeline
     real-time on a small CPU, since detection costs far more than classification.
     """
 

@@ -79,7 +79,7 @@ class Tracker:
 class Follower:
     """Keep detected boxes on moving faces between full detections, by matching each face's
     patch from the last detection (normalised cross-correlation, at 32 px) in a region around
-    its last box: tens of microseconds a face, against tens of milliseconds for a full search.
+    its last box: a few tenths of a millisecond a face, against tens of milliseconds for a full search.
     Matching against the detected patch, not the previous frame's, keeps errors from piling up.
     Scale is not followed; the next detection corrects it."""
 
