@@ -39,14 +39,20 @@ def train_command(config: dict) -> str:
         value = config.get(f.name, f.default)
         if f.name == "runs_dir" or value == f.default:
             continue
-        if f.name == "pretrained" and (Path(value).parent / "config.json").is_file():
-            value = f"runs/{Path(value).parent.name}/{Path(value).name}"  # a ferkit run: where it lives by default
+        if f.name == "pretrained" and (run := parent_run(config)):
+            value = f"runs/{run.name}/{Path(value).name}"  # a ferkit run: where it lives by default
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):
             parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
+
+
+def parent_run(config: dict) -> Path | None:
+    """The ferkit run whose checkpoint a run was started `--pretrained` from, if it was one."""
+    run = Path(config["pretrained"]).parent if config.get("pretrained") else None
+    return run if run is not None and (run / "config.json").is_file() else None
 
 
 def lineage(checkpoint: str | Path, config: dict) -> list[dict]:
@@ -60,8 +66,8 @@ def lineage(checkpoint: str | Path, config: dict) -> list[dict]:
         stages.insert(0, {"command": train_command(config), "epochs_run": len(rows),
                           "hours": round(sum(r["seconds"] for r in rows) / 3600, 2),
                           "log": [{k: round(v, 4) for k, v in r.items()} for r in rows]})
-        parent = Path(config["pretrained"]).parent if config.get("pretrained") else None
-        if parent is None or not (parent / "config.json").is_file():
+        parent = parent_run(config)
+        if parent is None:
             return stages
         run, config = parent, json.loads((parent / "config.json").read_text())
 
