@@ -113,17 +113,20 @@ def evaluate(
 def export(
     checkpoint: Path = typer.Argument(..., help="best.pt (or last.pt) of a training run."),
     output: Path = typer.Option(Path("ferkit.onnx"), "--out", help="ONNX file; its card goes beside it as .json."),
-    data: Optional[Path] = typer.Option(None, help="Data to check ONNX Runtime against torch on (PrivateTest)."),
+    data: Optional[Path] = typer.Option(None, help="Data to check ONNX Runtime against torch on, and score the model on (PrivateTest)."),
+    ferplus: Optional[Path] = typer.Option(None, help="fer2013new.csv: score on FER+ majority labels (default for a model trained on them)."),
 ) -> None:
     """Export a checkpoint to ONNX with a JSON model card."""
     from .export import export as run
 
     with clean_errors():
-        card = run(checkpoint, output, data=data)
+        card = run(checkpoint, output, data=data, ferplus=ferplus)
     out.print(f"wrote {output} and {output.with_suffix('.json')}")
     if "onnx_check" in card:
         c = card["onnx_check"]
         out.print(f"ONNX vs torch on {c['split']}: top-1 agreement {c['top1_agreement']:.2%}, max probability difference {c['max_prob_diff']:.2e}")
+        m = card["metrics"]
+        out.print(f"{c['split']} ({m['labels']} labels): accuracy {m[c['split'] + '_accuracy']:.2%}, with TTA {m[c['split'] + '_tta_accuracy']:.2%}")
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
-from .evaluate import evaluate, read_log
+from .evaluate import metrics, predict, read_log
 from .models import count_parameters, create_model
 from .recognize import EmotionClassifier, softmax
 from .train import TrainConfig, pick_device, predict_logits
@@ -86,8 +86,12 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def export(checkpoint: str | Path, out: str | Path, data: str | Path | None = None, split: str = "PrivateTest") -> dict:
-    """Write `out` (.onnx) and its card (`out` with .json); with `data`, compare ONNX and torch on `split`."""
+def export(
+    checkpoint: str | Path, out: str | Path, data: str | Path | None = None, split: str = "PrivateTest",
+    ferplus: str | Path | None = None,
+) -> dict:
+    """Write `out` (.onnx) and its card (`out` with .json); with `data`, compare ONNX and torch on `split`
+    and score the ONNX file there (on FER+ majority labels for a model trained on them)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model, state = load_checkpoint(checkpoint)
@@ -120,9 +124,13 @@ def export(checkpoint: str | Path, out: str | Path, data: str | Path | None = No
     if any(stage["log"] for stage in stages):
         card["training"] = {"hours": round(sum(stage["hours"] for stage in stages), 2), "hardware": hardware(), "stages": stages}
     if data is not None:
-        card["onnx_check"] = compare(model, out, data, split)
+        ferplus = scoring_labels(config, ferplus)
+        part = load(data, ferplus=ferplus).split(split)
+        classifier = EmotionClassifier(out)
+        card["onnx_check"] = compare(model, classifier, part.pixels, split)
+        card["metrics"]["labels"] = "FER+ majority" if ferplus else "FER2013"
         for tta in (False, True):
-            report = evaluate(data, [out], split=split, tta=tta)
+            report = metrics(part.labels, predict(classifier, part.pixels, tta))
             key = f"{split}{'_tta' if tta else ''}"
             card["metrics"][f"{key}_accuracy"] = round(report["accuracy"], 4)
             card["metrics"][f"{key}_macro_f1"] = round(report["macro_f1"], 4)
@@ -136,11 +144,20 @@ def export(checkpoint: str | Path, out: str | Path, data: str | Path | None = No
     return card
 
 
-def compare(model: torch.nn.Module, onnx_path: Path, data: str | Path, split: str) -> dict:
+def scoring_labels(config: dict, ferplus: str | Path | None) -> str | Path | None:
+    """The FER+ file to score against: the one given, else the one a FER+ run was trained on (a FER+
+    model scored on FER2013's own labels would be judged on a task it was not taught)."""
+    if ferplus is not None or not config.get("ferplus"):
+        return ferplus
+    if not Path(config["ferplus"]).is_file():
+        raise FileNotFoundError(f"{config['ferplus']}: this model was trained on FER+ labels; pass --ferplus fer2013new.csv to score it")
+    return config["ferplus"]
+
+
+def compare(model: torch.nn.Module, classifier: EmotionClassifier, faces: np.ndarray, split: str) -> dict:
     """Top-1 agreement and largest probability difference between torch and ONNX Runtime on a split."""
-    faces = load(data).split(split).pixels
     torch_probs = softmax(predict_logits(model.to(memory_format=torch.channels_last), faces, pick_device("cpu")).astype(np.float64))
-    onnx_probs = EmotionClassifier(onnx_path).predict_proba(faces)
+    onnx_probs = classifier.predict_proba(faces)
     return {
         "split": split,
         "images": len(faces),
