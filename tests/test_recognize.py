@@ -10,7 +10,8 @@ from PIL import Image
 from conftest import compose_scene
 from ferkit.data import FERData
 from ferkit.recognize import (
-    ASSETS, EmotionClassifier, EmotionRecognizer, ImageError, ImageTooLarge, ModelError, crop_face, read_image,
+    ASSETS, DEFAULT_MODEL, SHIPPED_MODELS, EmotionClassifier, EmotionRecognizer, ImageError, ImageTooLarge, ModelError,
+    crop_face, read_image,
 )
 from ferkit.track import iou
 
@@ -129,6 +130,20 @@ def test_classifier_tta_and_ensemble(fer: FERData) -> None:
     pair = EmotionClassifier([ASSETS / "ferkit.onnx", ASSETS / "ferkit.onnx"])
     assert np.allclose(pair.predict_proba(faces), p, atol=1e-6)
     assert single.predict_proba(faces[:0]).shape == (0, 7)
+
+
+def test_shipped_models_by_name(astronaut_bgr: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model ferplus` is the FER+ variant that ships in the package; a file of that name is taken before it."""
+    plus = EmotionRecognizer(model="ferplus")
+    assert plus.classifier.paths == [SHIPPED_MODELS["ferplus"]] and SHIPPED_MODELS["ferplus"].parent == ASSETS
+    assert plus.classifier.card["metrics"]["labels"] == "FER+ majority"
+    (face,) = plus.predict(astronaut_bgr)
+    assert face.label == "happy"
+    assert EmotionClassifier("fer2013").paths == EmotionClassifier().paths == [DEFAULT_MODEL]
+    monkeypatch.chdir(tmp_path)
+    Path("ferplus").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="ferplus: not a loadable ONNX model"):
+        EmotionClassifier("ferplus")
 
 
 def test_bad_model_file(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def train(
 @app.command()
 def evaluate(
     data: Path = typer.Option(..., help="fer2013.npz, fer2013.csv or an image folder."),
-    model: Optional[list[Path]] = typer.Option(None, help="ONNX model(s) or one .pt checkpoint; several ONNX = ensemble. Default: the shipped model."),
+    model: Optional[list[Path]] = typer.Option(None, help="ONNX model(s), a shipped one by name (fer2013, ferplus) or one .pt checkpoint; several ONNX = ensemble. Default: fer2013."),
     split: str = typer.Option("PrivateTest", help="Training, PublicTest or PrivateTest."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Write report.json, report.md and PNG plots here."),
@@ -154,7 +154,9 @@ def recognizer_options(
             "min_score": min_score, "margin": margin, "tta": tta, "detect_size": detect_size}
 
 
-ModelOpt = typer.Option(None, "--model", help="ONNX model(s); several = averaged ensemble. Default: the shipped model.")
+ModelOpt = typer.Option(
+    None, "--model", help="ONNX model(s), or a shipped one by name: fer2013 (the default) or ferplus; several = averaged ensemble."
+)
 DetectorOpt = typer.Option("haar", help="Face detector: haar (fastest) or centerface (finds more faces).")
 MinFaceOpt = typer.Option(40, help="Smallest face to detect, pixels.")
 MinScoreOpt = typer.Option(None, help="Lowest detector score to keep (default: the detector's own).")

@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from .data import EMOTIONS, load
-from .recognize import DEFAULT_MODEL, EmotionClassifier, softmax, tta_views
+from .recognize import EmotionClassifier, model_path, softmax, tta_views
 
 
 class CheckpointClassifier:
@@ -23,6 +23,7 @@ class CheckpointClassifier:
         from .train import pick_device
 
         self.model, _ = load_checkpoint(path)
+        self.paths = [Path(path)]
         self.device = pick_device("auto")
         self.model.to(self.device)
         self.labels = EMOTIONS
@@ -35,7 +36,7 @@ class CheckpointClassifier:
 
 
 def load_classifier(models: list[str | Path] | None) -> EmotionClassifier | CheckpointClassifier:
-    paths = [Path(m) for m in models] if models else [DEFAULT_MODEL]
+    paths = [model_path(m) for m in models] if models else [model_path(None)]
     if len(paths) == 1 and paths[0].suffix in (".pt", ".pth"):
         return CheckpointClassifier(paths[0])
     return EmotionClassifier(list(paths))
@@ -74,7 +75,7 @@ def evaluate(
     classifier = load_classifier(models)
     report = metrics(part.labels, predict(classifier, part.pixels, tta))
     report.update(
-        models=[str(m) for m in (models or [DEFAULT_MODEL])],
+        models=[str(p) for p in classifier.paths],
         data=str(data),
         split=split,
         labels="FER+ majority" if ferplus else "FER2013",

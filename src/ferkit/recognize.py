@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "ferkit.onnx"
+# Models that ship in the package, by the names `--model` takes: the default (FER2013 labels) and
+# the variant trained on FER+'s ten-annotator labels.
+SHIPPED_MODELS = {"fer2013": DEFAULT_MODEL, "ferplus": ASSETS / "ferkit-ferplus.onnx"}
 DETECT_EVERY = 10  # video and camera: a full face search every 10th frame (1/3 s at 30 FPS), faces followed between
 
 
@@ -45,13 +48,21 @@ def tta_views(pixels: np.ndarray, shift: int = 2) -> list[np.ndarray]:
     return views
 
 
+def model_path(model: str | Path | None) -> Path:
+    """A model file, or the file of a shipped model named by `SHIPPED_MODELS` (None: the default)."""
+    if model is None:
+        return DEFAULT_MODEL
+    path = Path(model)
+    return SHIPPED_MODELS[str(model)] if not path.exists() and str(model) in SHIPPED_MODELS else path
+
+
 class EmotionClassifier:
     """Classify 48x48 grayscale faces with one or more ONNX models (several = an averaged ensemble)."""
 
     def __init__(self, model: str | Path | list[str | Path] | None = None, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        paths = [Path(p) for p in (model if isinstance(model, list) else [model or DEFAULT_MODEL])]
+        paths = [model_path(p) for p in (model if isinstance(model, list) else [model])]
         options = ort.SessionOptions()
         # Idle ORT threads spin for a while after each run by default, taking the cores that
         # detection, decoding and drawing need next; in a pipeline that costs more than it saves.
