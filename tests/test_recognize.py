@@ -83,7 +83,8 @@ def test_astronaut_smiles(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarr
 
 def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer, fer: FERData) -> None:
     """Pipeline = detector + crop + classifier: in composed scenes of known faces, each face found
-    gets its box and (bar resampling) the classifier's own answer on the original 48x48 face.
+    gets its box, exactly the classifier's answer on its crop, and mostly the classifier's answer
+    on the original 48x48 face (the detector's box is not the original crop: 85% agree, measured).
 
     FER2013's faces are tight crops, hard for a Haar cascade: we measured it finding 58% of these 200."""
     test = fer.split("PrivateTest")
@@ -92,6 +93,9 @@ def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer,
     for k in range(0, 200, 4):
         scene, boxes = compose_scene(test.pixels[k : k + 4])
         faces = recognizer.predict(scene)
+        if faces:
+            crops = np.stack([crop_face(scene[:, :, 0], face.box) for face in faces])
+            assert [f.label for f in faces] == [recognizer.labels[i] for i in recognizer.classifier.predict_proba(crops).argmax(1)]
         for face in faces:
             match = [i for i, box in enumerate(boxes) if iou(face.box, box) > 0.4]
             if not match:
@@ -100,7 +104,7 @@ def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer,
             found += 1
             agree += face.label == recognizer.labels[probs[k + match[0]].argmax()]
     assert found >= 0.5 * 200 and false_alarms <= 5
-    assert agree >= 0.85 * found
+    assert agree >= 0.8 * found
 
 
 def test_no_face_no_result(recognizer: EmotionRecognizer) -> None:
