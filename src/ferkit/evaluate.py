@@ -35,8 +35,13 @@ class CheckpointClassifier:
         return np.mean([softmax(predict_logits(self.model, v, self.device)) for v in views], axis=0)
 
 
+def label_source(ferplus: str | Path | None) -> str:
+    """Which labels a score was measured on, as reports and model cards name them."""
+    return "FER+ majority" if ferplus else "FER2013"
+
+
 def load_classifier(models: list[str | Path] | None) -> EmotionClassifier | CheckpointClassifier:
-    paths = [model_path(m) for m in models] if models else [model_path(None)]
+    paths = [model_path(m) for m in models or [None]]
     if len(paths) == 1 and paths[0].suffix in (".pt", ".pth"):
         return CheckpointClassifier(paths[0])
     return EmotionClassifier(list(paths))
@@ -78,7 +83,7 @@ def evaluate(
         models=[str(p) for p in classifier.paths],
         data=str(data),
         split=split,
-        labels="FER+ majority" if ferplus else "FER2013",
+        labels=label_source(ferplus),
         tta=tta,
     )
     return report

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
-from .evaluate import metrics, predict, read_log
+from .evaluate import label_source, metrics, predict, read_log
 from .models import count_parameters, create_model
 from .recognize import EmotionClassifier, softmax
 from .train import TrainConfig, pick_device, predict_logits
@@ -128,7 +128,7 @@ def export(
         part = load(data, ferplus=ferplus).split(split)
         classifier = EmotionClassifier(out)
         card["onnx_check"] = compare(model, classifier, part.pixels, split)
-        card["metrics"]["labels"] = "FER+ majority" if ferplus else "FER2013"
+        card["metrics"]["labels"] = label_source(ferplus)
         for tta in (False, True):
             report = metrics(part.labels, predict(classifier, part.pixels, tta))
             key = f"{split}{'_tta' if tta else ''}"
