@@ -14,7 +14,7 @@ import torch
 
 from conftest import ferkit
 from ferkit.data import FERData
-from ferkit.train import TrainConfig, augment, class_weights, learning_rate
+from ferkit.train import TrainConfig, augment, class_weights, learning_rate, recalibrate_bn, to_input
 
 
 def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:
@@ -46,6 +46,18 @@ def test_augment_is_seeded_and_normalised(fer: FERData) -> None:
     assert (same | mirrored).all() and same.any() and mirrored.any()
 
 
+def test_recalibrate_bn_measures_clean_faces(fer: FERData) -> None:
+    """After recalibration a BatchNorm layer's running statistics are those of the clean faces given."""
+    bn = torch.nn.BatchNorm2d(1).eval()
+    bn.running_mean.fill_(5.0)  # as if trained on something else
+    faces = torch.from_numpy(fer.pixels[:512])
+    recalibrate_bn(bn, faces, batch=128)
+    x = to_input(faces)
+    assert torch.allclose(bn.running_mean, x.mean().view(1), atol=1e-4)
+    assert torch.allclose(bn.running_var, x.var().view(1), rtol=1e-2)
+    assert not bn.training and bn.momentum == 0.1  # mode and momentum are left as they were
+
+
 def test_schedule_and_class_weights() -> None:
     cfg = TrainConfig(data="", epochs=10, lr=0.1, warmup_epochs=1)
     lrs = [learning_rate(cfg, s, 100) for s in range(1000)]
@@ -63,9 +75,10 @@ def _train_cmd(data: Path, runs: Path, name: str, *extra: str) -> list[str]:
 
 
 def test_sigkill_then_resume_continues_exactly(fer_npz: Path, tmp_path: Path) -> None:
-    """A run killed mid-epoch resumes from its last checkpoint and ends where an unbroken run ends."""
-    ferkit(*_train_cmd(fer_npz, tmp_path, "whole")[3:])
-    proc = subprocess.Popen(_train_cmd(fer_npz, tmp_path, "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A run killed mid-epoch resumes from its last checkpoint and ends where an unbroken run ends,
+    its weight average (--ema) included."""
+    ferkit(*_train_cmd(fer_npz, tmp_path, "whole", "--ema", "0.99")[3:])
+    proc = subprocess.Popen(_train_cmd(fer_npz, tmp_path, "killed", "--ema", "0.99"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "killed" / "log.csv"
     deadline = time.time() + 240
     while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 2):
@@ -82,9 +95,10 @@ def test_sigkill_then_resume_continues_exactly(fer_npz: Path, tmp_path: Path) ->
     assert f"epoch {done}/3 " not in again.stderr  # finished epochs are not trained again
     rows = (tmp_path / "killed" / "log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
-    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
-    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["model"]
-    assert all(torch.allclose(whole[k].float(), resumed[k].float(), atol=1e-5) for k in whole)
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    for part in ("model", "ema"):
+        assert all(torch.allclose(whole[part][k].float(), resumed[part][k].float(), atol=1e-5) for k in whole[part])
 
 
 def test_existing_run_needs_resume_or_new_name(tiny_run: Path, fer_npz: Path) -> None:
@@ -94,14 +108,20 @@ def test_existing_run_needs_resume_or_new_name(tiny_run: Path, fer_npz: Path) ->
     assert result.returncode == 2 and "nothing to resume" in result.stderr
 
 
-def test_training_options_ferplus_soft_balance_mixup_adamw_and_target_stop(fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
+def test_training_options_ferplus_soft_balance_mixup_adamw_ema_and_target_stop(fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
     result = ferkit("train", "--data", fer_npz, "--ferplus", ferplus_csv, "--soft-labels", "--balance", "--mixup", "0.2",
                     "--optimizer", "adamw", "--lr", "0.003", "--model", "tiny_cnn", "--epochs", "3", "--subset", "600",
-                    "--target-acc", "0.0", "--runs-dir", tmp_path, "--name", "plus")
+                    "--ema", "0.9", "--target-acc", "0.0", "--runs-dir", tmp_path, "--name", "plus")
     assert "reached target PublicTest accuracy 0.0: stopping" in result.stderr
     assert len((tmp_path / "plus" / "log.csv").read_text().splitlines()) == 2  # stopped after epoch 1 of 3
     config = json.loads((tmp_path / "plus" / "config.json").read_text())
     assert config["ferplus"] and config["soft_labels"] and config["balance"] and config["optimizer"] == "adamw"
+    # With --ema the checkpoint that ships holds the averaged weights, not the last trained ones.
+    best = torch.load(tmp_path / "plus" / "best.pt", weights_only=False)["model"]
+    last = torch.load(tmp_path / "plus" / "last.pt", weights_only=False)
+    weights = [k for k in best if k.endswith("weight")]
+    assert all(torch.equal(best[k], last["ema"]["module." + k]) for k in weights)
+    assert not all(torch.equal(best[k], last["model"][k]) for k in weights)
 
 
 def test_patience_stops_a_run_that_no_longer_improves(fer_npz: Path, tmp_path: Path) -> None:
