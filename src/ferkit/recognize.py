@@ -227,7 +227,11 @@ class EmotionRecognizer:
         """Faces in one image (path, array or PIL image; arrays are BGR unless `color="rgb"`)."""
         bgr = read_image(image, color)
         gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        return self.classify(gray, self.detector(bgr))
+        return self.classify(gray, self.detect(bgr, gray))
+
+    def detect(self, bgr: np.ndarray, gray: np.ndarray) -> list[Detection]:
+        """Run the detector on the image form it works on, so the grey one is converted only once."""
+        return self.detector(gray if getattr(self.detector, "takes_gray", False) else bgr)  # any callable may detect
 
     def classify(self, gray: np.ndarray, detections: list[Detection]) -> list[Face]:
         """Crop and classify detected faces, all in one batch."""
@@ -269,7 +273,7 @@ class StreamRecognizer:
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         t1 = time.perf_counter()
         if self.frames % self.detect_every == 0:
-            detections = self.recognizer.detector(frame)
+            detections = self.recognizer.detect(frame, gray)
             if self.detect_every > 1:
                 self.follower.reset(gray, detections)
             stage = "detect"
@@ -281,7 +285,7 @@ class StreamRecognizer:
         t3 = time.perf_counter()
         faces = self.tracker.update(faces)
         self.seconds[stage] += t2 - t1
-        self.seconds["classify"] += t1 - t0 + t3 - t2  # the grey conversion is for the crops
+        self.seconds["classify"] += t1 - t0 + t3 - t2  # the grey conversion (for the crops, and Haar detection)
         self.seconds["track"] += time.perf_counter() - t3
         self.frames += 1
         return faces
