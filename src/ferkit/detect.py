@@ -9,6 +9,11 @@ import cv2
 import numpy as np
 
 
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """A BGR or grey image as grey (a grey one is returned as it is, not copied)."""
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
 @dataclass(frozen=True)
 class Detection:
     box: tuple[int, int, int, int]  # x, y, width, height in image pixels
@@ -32,7 +37,7 @@ class HaarDetector:
         self.scale_factor, self.min_neighbors, self.max_side = scale_factor, min_neighbors, max_side
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        gray = to_gray(image)
         # Large images are searched at most `max_side` pixels wide: time grows with the area, faces are rarely lost.
         s = min(1.0, self.max_side / max(gray.shape))
         if s < 1:

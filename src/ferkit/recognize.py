@@ -13,11 +13,10 @@ import cv2
 import numpy as np
 
 from .data import EMOTIONS, IMAGE_SIZE, normalize
+from .detect import Detection, to_gray
 
 if TYPE_CHECKING:
     from PIL.Image import Image
-
-    from .detect import Detection
 
 ASSETS = Path(__file__).parent / "assets"
 DEFAULT_MODEL = ASSETS / "ferkit.onnx"
@@ -226,7 +225,7 @@ class EmotionRecognizer:
     def predict(self, image: str | Path | np.ndarray | Image, color: str = "bgr") -> list[Face]:
         """Faces in one image (path, array or PIL image; arrays are BGR unless `color="rgb"`)."""
         bgr = read_image(image, color)
-        gray = bgr if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        gray = to_gray(bgr)
         return self.classify(gray, self.detect(bgr, gray))
 
     def detect(self, bgr: np.ndarray, gray: np.ndarray) -> list[Detection]:
@@ -270,7 +269,7 @@ class StreamRecognizer:
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         t0 = time.perf_counter()
-        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        gray = to_gray(frame)
         t1 = time.perf_counter()
         if self.frames % self.detect_every == 0:
             detections = self.recognizer.detect(frame, gray)
