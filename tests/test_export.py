@@ -32,14 +32,17 @@ def test_card_describes_the_file(tiny_onnx: Path) -> None:
 
 
 def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, fer_npz: Path) -> None:
-    """A run started --pretrained from another run continues it: the card gives both commands and both times."""
+    """A run started --pretrained from another run continues it: the card gives both commands and both times
+    (and the teacher it distilled from, by where a ferkit run lies)."""
     ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--lr", "0.01",
-           "--runs-dir", tiny_run.parent, "--name", "tiny_again", "--pretrained", tiny_run / "best.pt")
+           "--runs-dir", tiny_run.parent, "--name", "tiny_again", "--pretrained", tiny_run / "best.pt",
+           "--teacher", tiny_run / "best.pt", "--distill", "0.4")
     out = tiny_run.parent / "tiny_again" / "again.onnx"
     ferkit("export", tiny_run.parent / "tiny_again" / "best.pt", "--out", out)
     training = json.loads(out.with_suffix(".json").read_text())["training"]
     first, second = training["stages"]
     assert "--pretrained" not in first["command"] and "--pretrained runs/tiny/best.pt" in second["command"]
+    assert "--teacher runs/tiny/best.pt --distill 0.4" in second["command"] and "--teacher" not in first["command"]
     assert first["epochs_run"] == second["epochs_run"] == 1
     assert training["hours"] == round(first["hours"] + second["hours"], 2)
     assert first["log"][0]["seconds"] > 0 and second["log"][0]["seconds"] > 0

@@ -14,7 +14,8 @@ import torch
 
 from conftest import ferkit
 from ferkit.data import FERData
-from ferkit.train import TrainConfig, augment, class_weights, learning_rate, recalibrate_bn, to_input
+from ferkit.models import create_model
+from ferkit.train import TrainConfig, augment, class_weights, learning_rate, predict_logits, recalibrate_bn, teacher_targets, to_input
 
 
 def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:
@@ -56,6 +57,20 @@ def test_recalibrate_bn_measures_clean_faces(fer: FERData) -> None:
     assert torch.allclose(bn.running_mean, x.mean().view(1), atol=1e-4)
     assert torch.allclose(bn.running_var, x.var().view(1), rtol=1e-2)
     assert not bn.training and bn.momentum == 0.1  # mode and momentum are left as they were
+
+
+def test_teacher_targets_are_the_teachers_mirror_averaged_probabilities(tiny_run: Path, fer: FERData) -> None:
+    faces, cpu, best = fer.pixels[:256], torch.device("cpu"), str(tiny_run / "best.pt")
+    probs = teacher_targets((best,), faces, cpu)
+    assert probs.shape == (256, 7) and torch.allclose(probs.sum(1), torch.ones(256), atol=1e-5)
+    # A face and its mirror image get the same target; two copies of one teacher average to that teacher.
+    assert torch.allclose(probs, teacher_targets((best,), np.ascontiguousarray(faces[:, :, ::-1]), cpu), atol=1e-5)
+    assert torch.allclose(probs, teacher_targets((best, best), faces, cpu), atol=1e-6)
+    # The targets are the trained model's opinion: its own top class on the unflipped face, nearly always.
+    model = create_model("tiny_cnn")
+    model.load_state_dict(torch.load(best, weights_only=True)["model"])
+    own = predict_logits(model, faces, cpu).argmax(1)
+    assert (probs.argmax(1).numpy() == own).mean() > 0.9 and probs.max(1).values.min() < 0.99
 
 
 def test_schedule_and_class_weights() -> None:
@@ -108,14 +123,18 @@ def test_existing_run_needs_resume_or_new_name(tiny_run: Path, fer_npz: Path) ->
     assert result.returncode == 2 and "nothing to resume" in result.stderr
 
 
-def test_training_options_ferplus_soft_balance_mixup_adamw_ema_and_target_stop(fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
+def test_training_options_ferplus_soft_balance_mixup_adamw_ema_teacher_and_target_stop(
+    fer_npz: Path, ferplus_csv: Path, tiny_run: Path, tmp_path: Path
+) -> None:
     result = ferkit("train", "--data", fer_npz, "--ferplus", ferplus_csv, "--soft-labels", "--balance", "--mixup", "0.2",
+                    "--teacher", tiny_run / "best.pt", "--distill", "0.3",
                     "--optimizer", "adamw", "--lr", "0.003", "--model", "tiny_cnn", "--epochs", "3", "--subset", "600",
                     "--ema", "0.9", "--target-acc", "0.0", "--runs-dir", tmp_path, "--name", "plus")
     assert "reached target PublicTest accuracy 0.0: stopping" in result.stderr
     assert len((tmp_path / "plus" / "log.csv").read_text().splitlines()) == 2  # stopped after epoch 1 of 3
     config = json.loads((tmp_path / "plus" / "config.json").read_text())
     assert config["ferplus"] and config["soft_labels"] and config["balance"] and config["optimizer"] == "adamw"
+    assert config["teachers"] == [str(tiny_run / "best.pt")] and config["distill"] == 0.3
     # With --ema the checkpoint that ships holds the averaged weights, not the last trained ones.
     best = torch.load(tmp_path / "plus" / "best.pt", weights_only=False)["model"]
     last = torch.load(tmp_path / "plus" / "last.pt", weights_only=False)

@@ -60,6 +60,8 @@ def train(
     soft_labels: bool = typer.Option(False, help="With --ferplus: train on the vote distributions."),
     pretrained: Optional[Path] = typer.Option(None, help="Weights to start from (matching names and shapes)."),
     ema: float = typer.Option(0.0, min=0.0, max=0.99999, help="Score and save an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off."),
+    teacher: Optional[list[Path]] = typer.Option(None, help="A trained checkpoint (best.pt) to distil from; repeat it for an ensemble of teachers."),
+    distill: float = typer.Option(0.5, min=0.0, max=1.0, help="With --teacher: weight of the teachers' probabilities in the target (the label has the rest)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     bf16: str = typer.Option("auto", help="auto (where the hardware has bf16), on or off."),
@@ -74,7 +76,7 @@ def train(
         label_smoothing=label_smoothing, balance=balance, mixup=mixup, erasing=erasing, rotation=rotation,
         shift=shift, zoom=zoom, brightness=brightness, target_acc=target_acc, patience=patience, subset=subset,
         ferplus=str(ferplus) if ferplus else None, soft_labels=soft_labels,
-        pretrained=str(pretrained) if pretrained else None, ema=ema, seed=seed, device=device, bf16=bf16,
+        pretrained=str(pretrained) if pretrained else None, ema=ema, teachers=tuple(str(t) for t in teacher or ()), distill=distill, seed=seed, device=device, bf16=bf16,
     )
     with clean_errors():
         best = run(cfg, resume=resume)

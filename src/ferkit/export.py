@@ -39,14 +39,23 @@ def train_command(config: dict) -> str:
         value = config.get(f.name, f.default)
         if f.name == "runs_dir" or value == f.default:
             continue
-        if f.name == "pretrained" and (run := parent_run(config)):
-            value = f"runs/{run.name}/{Path(value).name}"  # a ferkit run: where it lives by default
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
+        if f.name == "pretrained":
+            value = run_path(value)
+        if f.name == "teachers":
+            parts.extend(f"--teacher {run_path(t)}" for t in value)
+        elif isinstance(value, bool):
             parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
+
+
+def run_path(checkpoint: str) -> str:
+    """A ferkit run's checkpoint as it lies in the default runs folder (`runs/<name>/best.pt`);
+    any other file as given."""
+    run = Path(checkpoint).parent
+    return f"runs/{run.name}/{Path(checkpoint).name}" if (run / "config.json").is_file() else checkpoint
 
 
 def parent_run(config: dict) -> Path | None:

@@ -59,6 +59,8 @@ class TrainConfig:
     soft_labels: bool = False
     pretrained: str | None = None
     ema: float = 0.0
+    teachers: tuple[str, ...] = ()
+    distill: float = 0.5
     seed: int = 0
     device: str = "auto"
     bf16: str = "auto"
@@ -158,6 +160,25 @@ def recalibrate_bn(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 25
     update_bn(batches, model)
 
 
+@torch.no_grad()
+def teacher_targets(paths: tuple[str, ...], pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Class probabilities of trained checkpoints on the clean training faces, averaged over the
+    checkpoints and a horizontal flip: the soft targets of knowledge distillation.
+
+    They carry what a one-hot label cannot (this sad face looks half angry), and they are
+    computed once, before training, so distillation costs no time per step.
+    """
+    probs = torch.zeros(len(pixels), len(EMOTIONS))
+    flipped = np.ascontiguousarray(pixels[:, :, ::-1])
+    for path in paths:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        teacher = create_model(state["config"]["model"], len(EMOTIONS)).to(device).to(memory_format=torch.channels_last)
+        teacher.load_state_dict(state["model"])
+        logits = (predict_logits(teacher, pixels, device) + predict_logits(teacher, flipped, device)) / 2
+        probs += torch.softmax(torch.from_numpy(logits), 1)
+    return probs / len(paths)
+
+
 def class_weights(labels: np.ndarray) -> torch.Tensor:
     """Inverse-square-root class frequencies, mean 1: lifts rare classes (disgust) without swamping the rest."""
     counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
@@ -239,6 +260,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     pixels = torch.from_numpy(train_data.pixels).to(device)
     labels = torch.from_numpy(train_data.labels).to(device)
     soft = torch.from_numpy(train_data.soft).to(device) if cfg.soft_labels and train_data.soft is not None else None
+    taught = teacher_targets(cfg.teachers, train_data.pixels, device).to(device) if cfg.teachers else None
     weight = class_weights(train_data.labels).to(device) if cfg.balance else None
     bn_pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed))[:8192]
     bn_pixels = pixels[bn_pick.to(device)]
@@ -264,6 +286,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 x = augment(pixels[idx], cfg, g).contiguous(memory_format=torch.channels_last)
                 y = labels[idx]
                 target = soft[idx] if soft is not None else F.one_hot(y, len(EMOTIONS)).float()
+                if taught is not None:
+                    target = (1 - cfg.distill) * target + cfg.distill * taught[idx]
                 if cfg.mixup > 0:
                     lam = float(np.random.default_rng(cfg.seed * 100_003 + epoch * steps + i).beta(cfg.mixup, cfg.mixup))
                     perm = torch.randperm(len(idx), generator=g, device=device)
