@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_card_describes_the_file(tiny_onnx: Path) -> None:
         assert out.shape == (n, 7)
 
 
-def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, fer_npz: Path) -> None:
+def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, fer_npz: Path, tmp_path: Path) -> None:
     """A run started --pretrained from another run continues it: the card gives both commands and both times
     (and the teacher it distilled from, by where a ferkit run lies)."""
     ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--lr", "0.01",
@@ -47,28 +48,17 @@ def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, fer_npz: Pat
     assert training["hours"] == round(first["hours"] + second["hours"], 2)
     assert first["log"][0]["seconds"] > 0 and second["log"][0]["seconds"] > 0
 
-
-def test_ferplus_model_is_scored_on_ferplus_labels(tiny_run: Path, fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
-    """A model taught FER+ labels is scored on them: with the file its run read, or one given where that is gone."""
-    import torch
-
-    ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--ferplus", ferplus_csv,
-           "--soft-labels", "--runs-dir", tiny_run.parent, "--name", "tiny_plus")
-    checkpoint = tiny_run.parent / "tiny_plus" / "best.pt"
-    out = tmp_path / "plus.onnx"
-    ferkit("export", checkpoint, "--out", out, "--data", fer_npz)
-    card = json.loads(out.with_suffix(".json").read_text())
-    ferkit("evaluate", "--model", out, "--data", fer_npz, "--ferplus", ferplus_csv, "--json", tmp_path / "r.json")
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert card["metrics"]["labels"] == "FER+ majority" and "--soft-labels" in card["training_command"]
-    assert card["onnx_check"]["images"] == report["images"] < 3589 and card["onnx_check"]["top1_agreement"] == 1.0
-    assert card["metrics"]["PrivateTest_accuracy"] == round(report["accuracy"], 4)
-
-    # The run's FER+ file has moved: a clear error, and --ferplus names it.
-    state = torch.load(checkpoint, weights_only=False)
-    state["config"]["ferplus"] = str(tmp_path / "gone" / "fer2013new.csv")
-    torch.save(state, tmp_path / "moved.pt")
-    result = ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", fer_npz, check=False)
-    assert result.returncode == 2 and "--ferplus" in result.stderr and "Traceback" not in result.stderr
-    ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", fer_npz, "--ferplus", ferplus_csv)
-    assert json.loads((tmp_path / "moved.json").read_text())["metrics"]["PrivateTest_accuracy"] == card["metrics"]["PrivateTest_accuracy"]
+    # A third stage started from an exported file outside any run (as from a shipped model) continues
+    # the stages its card lists.
+    shipped = tmp_path / "assets" / "shipped.onnx"
+    shipped.parent.mkdir()
+    shutil.copy(out, shipped)
+    shutil.copy(out.with_suffix(".json"), shipped.with_suffix(".json"))
+    ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--lr", "0.01",
+           "--runs-dir", tiny_run.parent, "--name", "tiny_third", "--pretrained", shipped)
+    third_out = tiny_run.parent / "tiny_third" / "third.onnx"
+    ferkit("export", tiny_run.parent / "tiny_third" / "best.pt", "--out", third_out)
+    stages = json.loads(third_out.with_suffix(".json").read_text())["training"]["stages"]
+    assert [s["command"] for s in stages[:2]] == [first["command"], second["command"]]
+    assert f"--pretrained {shipped}" in stages[2]["command"]
+    assert stages[2]["started_from"] == {"model": "shipped.onnx", "sha256": json.loads(out.with_suffix(".json").read_text())["sha256"]}

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,11 @@ import pytest
 import torch
 
 from conftest import ferkit
-from ferkit.data import FERData
+from ferkit.data import FERData, load_ferplus, with_votes
 from ferkit.models import create_model
-from ferkit.train import TrainConfig, augment, class_weights, learning_rate, predict_logits, recalibrate_bn, teacher_targets, to_input
+from ferkit.recognize import SHIPPED_MODELS, EmotionClassifier
+from ferkit.train import (TrainConfig, augment, class_weights, learning_rate, predict_logits, recalibrate_bn, refit_batchnorm,
+                          teacher_targets, to_input)
 
 
 def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:
@@ -60,17 +63,85 @@ def test_recalibrate_bn_measures_clean_faces(fer: FERData) -> None:
 
 
 def test_teacher_targets_are_the_teachers_mirror_averaged_probabilities(tiny_run: Path, fer: FERData) -> None:
-    faces, cpu, best = fer.pixels[:256], torch.device("cpu"), str(tiny_run / "best.pt")
+    faces, cpu, best = fer.select(np.arange(256)), torch.device("cpu"), str(tiny_run / "best.pt")
     probs = teacher_targets((best,), faces, cpu)
     assert probs.shape == (256, 7) and torch.allclose(probs.sum(1), torch.ones(256), atol=1e-5)
     # A face and its mirror image get the same target; two copies of one teacher average to that teacher.
-    assert torch.allclose(probs, teacher_targets((best,), np.ascontiguousarray(faces[:, :, ::-1]), cpu), atol=1e-5)
+    mirrored = replace(faces, pixels=np.ascontiguousarray(faces.pixels[:, :, ::-1]))
+    assert torch.allclose(probs, teacher_targets((best,), mirrored, cpu), atol=1e-5)
     assert torch.allclose(probs, teacher_targets((best, best), faces, cpu), atol=1e-6)
     # The targets are the trained model's opinion: its own top class on the unflipped face, nearly always.
     model = create_model("tiny_cnn")
     model.load_state_dict(torch.load(best, weights_only=True)["model"])
-    own = predict_logits(model, faces, cpu).argmax(1)
+    own = predict_logits(model, faces.pixels, cpu).argmax(1)
     assert (probs.argmax(1).numpy() == own).mean() > 0.9 and probs.max(1).values.min() < 0.99
+
+
+def test_ferplus_votes_teach_beside_fer2013_labels(fer: FERData, fer_npz: Path, ferplus_csv: Path, tiny_run: Path) -> None:
+    """A FER+ file as a teacher: the ten annotators' vote distribution on each FER2013 row."""
+    voted = with_votes(fer, ferplus_csv)
+    assert np.array_equal(voted.labels, fer.labels) and len(voted) == len(fer)  # FER2013 labels and rows stay
+    cpu, best = torch.device("cpu"), str(tiny_run / "best.pt")
+    votes = teacher_targets((str(ferplus_csv),), voted, cpu)
+    assert torch.allclose(votes.sum(1), torch.ones(len(fer)), atol=1e-5)
+    # Row 0 of fer2013new.csv: neutral 4, sadness 1, anger 3, disgust 2 votes, in our label order.
+    assert torch.allclose(votes[0], torch.tensor([0.3, 0.2, 0, 0, 0.1, 0, 0.4]), atol=1e-6)
+    # Rows FER+ cannot use (no face, mostly contempt or unknown) keep their FER2013 label as the distribution.
+    unusable = np.flatnonzero(~load_ferplus(ferplus_csv, len(fer))[2])
+    assert len(unusable) > 100 and torch.equal(votes[unusable], torch.eye(7)[fer.labels[unusable]])
+    # FER+ agrees with most FER2013 labels, not all: a teacher, not a copy of the labels.
+    agree = (votes.argmax(1).numpy() == fer.labels).mean()
+    assert 0.6 < agree < 0.9
+    mixed = teacher_targets((str(ferplus_csv), best), voted.select(np.arange(64)), cpu)
+    own = teacher_targets((best,), voted.select(np.arange(64)), cpu)
+    assert torch.allclose(mixed, (votes[:64] + own) / 2, atol=1e-6)
+    result = ferkit("train", "--data", fer_npz, "--ferplus", ferplus_csv,
+                    "--teacher", ferplus_csv, "--model", "tiny_cnn", "--runs-dir", tiny_run.parent, "--name", "both", check=False)
+    assert result.returncode == 2 and "leave out --ferplus" in result.stderr
+
+
+def test_refit_batchnorm_keeps_the_model_and_gives_it_real_statistics(fer: FERData) -> None:
+    """Weights read back from ONNX train like the model they came from once their BatchNorms are refitted."""
+    faces = to_input(torch.from_numpy(fer.pixels[-512:]))
+
+    def train_mode_agreement(model: torch.nn.Module, reference: torch.Tensor) -> float:
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.eval()
+        with torch.no_grad():
+            out = model(faces)
+        model.eval()
+        return (out.argmax(1) == reference.argmax(1)).float().mean().item()
+
+    model = create_model("resnet_fer", pretrained=SHIPPED_MODELS["fer2013"]).eval()
+    with torch.no_grad():
+        before = model(faces)
+    assert train_mode_agreement(create_model("resnet_fer", pretrained=SHIPPED_MODELS["fer2013"]), before) < 0.8
+    refit_batchnorm(model, torch.from_numpy(fer.pixels[:2048]))
+    with torch.no_grad():
+        after = model(faces)
+    assert torch.allclose(before, after, atol=1e-4)  # eval mode computes exactly what it did
+    stem_conv, stem_bn = model.features[0][0], model.features[0][1]
+    with torch.no_grad():
+        z = stem_conv(to_input(torch.from_numpy(fer.pixels[:2048])))
+    assert torch.allclose(stem_bn.running_mean, z.mean((0, 2, 3)), atol=1e-4)
+    assert torch.allclose(stem_bn.running_var, z.var((0, 2, 3)), rtol=1e-2)
+    assert train_mode_agreement(model, before) > 0.95
+
+
+def test_a_run_starts_from_the_shipped_model_by_name(fer_npz: Path, fer: FERData, tmp_path: Path) -> None:
+    """`--pretrained fer2013` starts from the shipped ONNX weights: with no learning they score as
+    the shipped model does on the same PublicTest images."""
+    ferkit("train", "--data", fer_npz, "--pretrained", "fer2013", "--epochs", "1", "--subset", "1000", "--lr", "0",
+           "--runs-dir", tmp_path, "--name", "warm")
+    val_acc = float((tmp_path / "warm" / "log.csv").read_text().splitlines()[1].split(",")[5])
+    val = fer.split("PublicTest").subset(500, 0)
+    shipped = (EmotionClassifier("fer2013").predict_proba(val.pixels).argmax(1) == val.labels).mean()
+    assert shipped > 0.6 and abs(val_acc - shipped) < 0.02
+    result = ferkit("train", "--data", fer_npz, "--pretrained", "fer2013", "--model", "tiny_cnn", "--epochs", "1",
+                    "--subset", "600", "--runs-dir", tmp_path, "--name", "wrong", check=False)
+    assert result.returncode == 2 and "do not match VGG; pass the --model it was trained as" in result.stderr
 
 
 def test_schedule_and_class_weights() -> None:

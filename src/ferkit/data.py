@@ -232,6 +232,14 @@ def load_ferplus(path: str | Path, n_rows: int) -> tuple[np.ndarray, np.ndarray,
     return seven.argmax(1).astype(np.int64), soft.astype(np.float32), keep
 
 
+def with_votes(data: FERData, path: str | Path) -> FERData:
+    """Attach FER+ vote distributions to FER2013 data, keeping its labels and rows; rows FER+ cannot
+    use (not a face, mostly contempt or unknown) get their FER2013 label as the distribution."""
+    _, soft, keep = load_ferplus(path, len(data))
+    own = np.eye(len(EMOTIONS), dtype=np.float32)[data.labels]
+    return replace(data, soft=np.where(keep[:, None], soft, own))
+
+
 def apply_ferplus(data: FERData, path: str | Path) -> FERData:
     """Replace FER2013 labels by FER+ majority labels and vote distributions, dropping unusable rows."""
     labels, soft, keep = load_ferplus(path, len(data))

@@ -13,7 +13,7 @@ import torch
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
 from .evaluate import label_source, metrics, predict, read_log
 from .models import count_parameters, create_model
-from .recognize import EmotionClassifier, softmax
+from .recognize import EmotionClassifier, model_path, softmax
 from .train import TrainConfig, pick_device, predict_logits
 
 
@@ -66,7 +66,8 @@ def parent_run(config: dict) -> Path | None:
 
 def lineage(checkpoint: str | Path, config: dict) -> list[dict]:
     """The training runs behind a checkpoint, oldest first: a run started `--pretrained` from another
-    ferkit run's checkpoint continues that run, so reproducing it takes both commands."""
+    ferkit run's checkpoint continues that run, so reproducing it takes both commands. A run started
+    from an exported model (a shipped one, say) continues the stages its card lists."""
     run = Path(checkpoint).parent
     stages = []
     while True:
@@ -77,8 +78,15 @@ def lineage(checkpoint: str | Path, config: dict) -> list[dict]:
                           "log": [{k: round(v, 4) for k, v in r.items()} for r in rows]})
         parent = parent_run(config)
         if parent is None:
-            return stages
+            break
         run, config = parent, json.loads((parent / "config.json").read_text())
+    start = model_path(config["pretrained"]) if config.get("pretrained") else None
+    card = start.with_suffix(".json") if start is not None and start.suffix == ".onnx" else None
+    if card is not None and card.is_file():
+        earlier = json.loads(card.read_text())
+        stages[0]["started_from"] = {"model": start.name, "sha256": earlier.get("sha256")}
+        stages = earlier.get("training", {}).get("stages", []) + stages
+    return stages
 
 
 def hardware() -> str:

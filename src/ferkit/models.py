@@ -5,6 +5,7 @@ All models take a (N, 1, 48, 48) normalised grayscale batch and return (N, 7) lo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -38,8 +39,11 @@ def load_matching(model: nn.Module, path: str | Path) -> int:
     """Copy every tensor of a state dict whose name and shape match; return how many were copied.
 
     Transfer learning from ImageNet-style weights needs this: the classifier head differs, and a
-    3-channel stem is folded into our 1-channel one by summing over its input channels.
+    3-channel stem is folded into our 1-channel one by summing over its input channels. An
+    exported `.onnx` file is read by `load_onnx_weights`.
     """
+    if Path(path).suffix == ".onnx":
+        return load_onnx_weights(model, path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state) if isinstance(state, dict) else state
     own = model.state_dict()
@@ -55,6 +59,70 @@ def load_matching(model: nn.Module, path: str | Path) -> int:
         raise ValueError(f"{path}: no tensor matches {type(model).__name__} by name and shape")
     model.load_state_dict(copied, strict=False)
     return len(copied)
+
+
+def load_onnx_weights(model: nn.Module, path: str | Path) -> int:
+    """Copy the weights of a `ferkit export`ed ONNX file back into the architecture it came from.
+
+    Training runs do not outlive their machine, but the shipped ONNX file does: this lets a new
+    run start from it. Export folds each BatchNorm into the convolution before it, so here the
+    convolution gets the folded weights and the BatchNorm becomes the identity plus the folded
+    bias; the model then computes what the file computes (checked on random faces against ONNX
+    Runtime). Training needs BatchNorms with real statistics: see `train.refit_batchnorm`.
+    Returns the number of layers copied.
+    """
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as e:  # protobuf raises several kinds of errors for damaged files
+        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    layers = []  # (weight, bias) of every Conv and Gemm, in graph order
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            w, b = (weights.get(name) for name in (list(node.input) + [""])[1:3])
+            if node.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in node.attribute):
+                w = None if w is None else w.T
+            layers.append((w, b))
+    mods = list(model.modules())
+    targets = [(m, mods[i + 1] if i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d) else None)
+               for i, m in enumerate(mods) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    shapes_match = len(layers) == len(targets) and all(
+        w is not None and tuple(w.shape) == tuple(m.weight.shape) for (w, _), (m, _) in zip(layers, targets))
+    if not shapes_match:
+        raise ValueError(f"{path}: its layers do not match {type(model).__name__}; pass the --model it was trained as")
+    with torch.no_grad():
+        for (w, b), (module, bn) in zip(layers, targets):
+            weight = torch.from_numpy(w.copy())
+            bias = torch.zeros(module.weight.shape[0]) if b is None else torch.from_numpy(b.copy())
+            if bn is not None:
+                # The folded scale is arbitrary (BatchNorm undoes it); give each filter the norm of
+                # torch's default initialisation, 1/sqrt(3), so learning rates act as in a fresh run.
+                scale = weight.flatten(1).norm(dim=1).clamp(min=1e-12) * math.sqrt(3)
+                weight = weight / scale.view(-1, *[1] * (weight.ndim - 1))
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1 - bn.eps)
+                bn.weight.copy_(scale)
+                bn.bias.copy_(bias)
+            elif module.bias is not None:
+                module.bias.copy_(bias)
+            elif b is not None and np.abs(b).max() > 0:
+                raise ValueError(f"{path}: a layer has a bias that {type(model).__name__} has no place for")
+            module.weight.copy_(weight)
+    faces = torch.randn(4, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: faces.numpy()})[0]
+    was_training = model.training
+    with torch.no_grad():
+        got = model.eval()(faces).numpy()
+    model.train(was_training)
+    if not np.allclose(got, expected, atol=1e-3 * max(1.0, float(np.abs(expected).max()))):
+        raise ValueError(f"{path}: rebuilt as {type(model).__name__} it computes something else; pass the --model it was trained as")
+    return len(layers)
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

@@ -25,8 +25,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from .data import EMOTIONS, MEAN, STD, FERData, load
+from .data import EMOTIONS, MEAN, STD, DataError, FERData, load, with_votes
 from .models import count_parameters, create_model
+from .recognize import model_path
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 console = Console(stderr=True)
@@ -161,20 +162,64 @@ def recalibrate_bn(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 25
 
 
 @torch.no_grad()
-def teacher_targets(paths: tuple[str, ...], pixels: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Class probabilities of trained checkpoints on the clean training faces, averaged over the
-    checkpoints and a horizontal flip: the soft targets of knowledge distillation.
+def refit_batchnorm(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 256) -> None:
+    """Give every BatchNorm the statistics of its input on clean faces without changing what the
+    model computes in eval mode.
+
+    Weights read back from an exported ONNX file have BatchNorms that only add a bias; in train
+    mode such a layer would normalise by the batch's statistics and compute something new. Here
+    each layer's eval-mode map z -> a*z + c is rewritten with the measured mean m and variance v
+    of z (running stats m and v, scale a*sqrt(v+eps), shift a*m + c): identical in eval mode, and
+    in train mode the batch statistics, close to m and v, give nearly the same map.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    sums = {bn: [0.0, 0.0, 0] for bn in norms}
+
+    def record(bn: torch.nn.Module, inputs: tuple[torch.Tensor]) -> None:
+        z = inputs[0].double().transpose(0, 1).flatten(1)
+        acc = sums[bn]
+        acc[0], acc[1], acc[2] = acc[0] + z.sum(1), acc[1] + (z * z).sum(1), acc[2] + z.shape[1]
+
+    hooks = [bn.register_forward_pre_hook(record) for bn in norms]
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(pixels), batch):
+            model(to_input(pixels[i : i + batch]).contiguous(memory_format=torch.channels_last))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    for bn, (total, squares, n) in sums.items():
+        mean = total / n
+        var = (squares / n - mean * mean).clamp(min=0)
+        scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        shift = bn.bias.double() - scale * bn.running_mean.double()
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.weight.copy_(scale * (var + bn.eps).sqrt())
+        bn.bias.copy_(scale * mean + shift)
+
+
+@torch.no_grad()
+def teacher_targets(paths: tuple[str, ...], data: FERData, device: torch.device) -> torch.Tensor:
+    """Class probabilities of the teachers on the clean training faces, averaged: the soft targets
+    of knowledge distillation. A teacher is a trained checkpoint (its probabilities averaged over
+    the face and its mirror image) or a FER+ file (the ten annotators' votes, `data.soft`).
 
     They carry what a one-hot label cannot (this sad face looks half angry), and they are
     computed once, before training, so distillation costs no time per step.
     """
-    probs = torch.zeros(len(pixels), len(EMOTIONS))
-    flipped = np.ascontiguousarray(pixels[:, :, ::-1])
+    probs = torch.zeros(len(data), len(EMOTIONS))
+    flipped = np.ascontiguousarray(data.pixels[:, :, ::-1])
     for path in paths:
+        if Path(path).suffix == ".csv":
+            probs += torch.from_numpy(data.soft)
+            continue
         state = torch.load(path, map_location="cpu", weights_only=True)
         teacher = create_model(state["config"]["model"], len(EMOTIONS)).to(device).to(memory_format=torch.channels_last)
         teacher.load_state_dict(state["model"])
-        logits = (predict_logits(teacher, pixels, device) + predict_logits(teacher, flipped, device)) / 2
+        logits = (predict_logits(teacher, data.pixels, device) + predict_logits(teacher, flipped, device)) / 2
         probs += torch.softmax(torch.from_numpy(logits), 1)
     return probs / len(paths)
 
@@ -204,6 +249,13 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 def load_splits(cfg: TrainConfig) -> tuple[FERData, FERData]:
     data = load(cfg.data, ferplus=cfg.ferplus)
+    votes = [t for t in cfg.teachers if Path(t).suffix == ".csv"]
+    if len(votes) > 1:
+        raise DataError("give at most one FER+ file as --teacher")
+    if votes:
+        if cfg.ferplus:
+            raise DataError("a FER+ file as --teacher teaches alongside FER2013 labels; leave out --ferplus")
+        data = with_votes(data, votes[0])
     train, val = data.split("Training"), data.split("PublicTest")
     if cfg.subset:
         train = train.subset(cfg.subset, cfg.seed)
@@ -235,7 +287,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     bf16 = use_bf16(cfg.bf16, device)
     torch.manual_seed(cfg.seed)
     train_data, val_data = load_splits(cfg)
-    model = create_model(cfg.model, len(EMOTIONS), cfg.pretrained).to(device).to(memory_format=torch.channels_last)
+    pretrained = model_path(cfg.pretrained) if cfg.pretrained else None
+    model = create_model(cfg.model, len(EMOTIONS), pretrained).to(device).to(memory_format=torch.channels_last)
+    bn_pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed))[:8192]
+    if pretrained is not None and pretrained.suffix == ".onnx" and not resume:
+        refit_batchnorm(model, torch.from_numpy(train_data.pixels[bn_pick.numpy()]).to(device))
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -260,9 +316,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     pixels = torch.from_numpy(train_data.pixels).to(device)
     labels = torch.from_numpy(train_data.labels).to(device)
     soft = torch.from_numpy(train_data.soft).to(device) if cfg.soft_labels and train_data.soft is not None else None
-    taught = teacher_targets(cfg.teachers, train_data.pixels, device).to(device) if cfg.teachers else None
+    taught = teacher_targets(cfg.teachers, train_data, device).to(device) if cfg.teachers else None
     weight = class_weights(train_data.labels).to(device) if cfg.balance else None
-    bn_pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed))[:8192]
     bn_pixels = pixels[bn_pick.to(device)]
     steps = len(train_data) // cfg.batch_size
     if steps == 0:
