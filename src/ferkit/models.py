@@ -66,9 +66,10 @@ def load_onnx_weights(model: nn.Module, path: str | Path) -> int:
 
     Training runs do not outlive their machine, but the shipped ONNX file does: this lets a new
     run start from it. Export folds each BatchNorm into the convolution before it, so here the
-    convolution gets the folded weights and the BatchNorm becomes the identity plus the folded
-    bias; the model then computes what the file computes (checked on random faces against ONNX
-    Runtime). Training needs BatchNorms with real statistics: see `train.refit_batchnorm`.
+    convolution gets the folded filters, each rescaled to a fresh filter's norm, and the BatchNorm
+    becomes a plain per-channel scale and shift that undoes the rescaling and adds the folded bias;
+    the model then computes what the file computes (checked on random faces against ONNX Runtime).
+    Training needs BatchNorms with real statistics: see `train.refit_batchnorm`.
     Returns the number of layers copied.
     """
     import numpy as np
