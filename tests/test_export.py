@@ -62,3 +62,29 @@ def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, fer_npz: Pat
     assert [s["command"] for s in stages[:2]] == [first["command"], second["command"]]
     assert f"--pretrained {shipped}" in stages[2]["command"]
     assert stages[2]["started_from"] == {"model": "shipped.onnx", "sha256": json.loads(out.with_suffix(".json").read_text())["sha256"]}
+
+
+def test_ferplus_model_is_scored_on_ferplus_labels(tiny_run: Path, fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
+    """A model taught FER+ labels is scored on them: with the file its run read, or one given where that is gone."""
+    import torch
+
+    ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--ferplus", ferplus_csv,
+           "--soft-labels", "--runs-dir", tiny_run.parent, "--name", "tiny_plus")
+    checkpoint = tiny_run.parent / "tiny_plus" / "best.pt"
+    out = tmp_path / "plus.onnx"
+    ferkit("export", checkpoint, "--out", out, "--data", fer_npz)
+    card = json.loads(out.with_suffix(".json").read_text())
+    ferkit("evaluate", "--model", out, "--data", fer_npz, "--ferplus", ferplus_csv, "--json", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert card["metrics"]["labels"] == "FER+ majority" and "--soft-labels" in card["training_command"]
+    assert card["onnx_check"]["images"] == report["images"] < 3589 and card["onnx_check"]["top1_agreement"] == 1.0
+    assert card["metrics"]["PrivateTest_accuracy"] == round(report["accuracy"], 4)
+
+    # The run's FER+ file has moved: a clear error, and --ferplus names it.
+    state = torch.load(checkpoint, weights_only=False)
+    state["config"]["ferplus"] = str(tmp_path / "gone" / "fer2013new.csv")
+    torch.save(state, tmp_path / "moved.pt")
+    result = ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", fer_npz, check=False)
+    assert result.returncode == 2 and "--ferplus" in result.stderr and "Traceback" not in result.stderr
+    ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", fer_npz, "--ferplus", ferplus_csv)
+    assert json.loads((tmp_path / "moved.json").read_text())["metrics"]["PrivateTest_accuracy"] == card["metrics"]["PrivateTest_accuracy"]
