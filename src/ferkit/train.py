@@ -166,8 +166,9 @@ def refit_batchnorm(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 2
     """Give every BatchNorm the statistics of its input on clean faces without changing what the
     model computes in eval mode.
 
-    Weights read back from an exported ONNX file have BatchNorms that only add a bias; in train
-    mode such a layer would normalise by the batch's statistics and compute something new. Here
+    Weights read back from an exported ONNX file have BatchNorms that are a fixed scale and shift
+    (see `models.load_onnx_weights`); in train mode such a layer would normalise by the batch's
+    statistics and compute something new. Here
     each layer's eval-mode map z -> a*z + c is rewritten with the measured mean m and variance v
     of z (running stats m and v, scale a*sqrt(v+eps), shift a*m + c): identical in eval mode, and
     in train mode the batch statistics, close to m and v, give nearly the same map.
@@ -290,8 +291,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     pretrained = model_path(cfg.pretrained) if cfg.pretrained else None
     model = create_model(cfg.model, len(EMOTIONS), pretrained).to(device).to(memory_format=torch.channels_last)
     bn_pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.seed))[:8192]
+    bn_pixels = torch.from_numpy(train_data.pixels[bn_pick.numpy()]).to(device)
     if pretrained is not None and pretrained.suffix == ".onnx" and not resume:
-        refit_batchnorm(model, torch.from_numpy(train_data.pixels[bn_pick.numpy()]).to(device))
+        refit_batchnorm(model, bn_pixels)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -318,7 +320,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     soft = torch.from_numpy(train_data.soft).to(device) if cfg.soft_labels and train_data.soft is not None else None
     taught = teacher_targets(cfg.teachers, train_data, device).to(device) if cfg.teachers else None
     weight = class_weights(train_data.labels).to(device) if cfg.balance else None
-    bn_pixels = pixels[bn_pick.to(device)]
     steps = len(train_data) // cfg.batch_size
     if steps == 0:
         raise ValueError(f"{len(train_data)} training images are fewer than one batch of {cfg.batch_size}")
