@@ -22,6 +22,7 @@ from rich.table import Table
 
 from .annotate import draw, draw_fps
 from .detect import DETECTORS
+from .errors import FerkitError
 from .recognize import ASSETS, EmotionClassifier, EmotionRecognizer
 
 
@@ -191,7 +192,7 @@ def run_peer(python: str, video: Path) -> dict:
     done = subprocess.run([python, "-c", PEER_FER, str(video)], capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ValueError(f"the peer benchmark failed with {python}: {last} (see benchmarks/peer_setup.sh)")
+        raise FerkitError(f"the peer benchmark failed with {python}: {last} (see benchmarks/peer_setup.sh)")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .errors import FerkitError, ImageError, OptionError, SourceError, VideoError
 from .recognize import DETECT_EVERY
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expression recognition: 7 emotions from faces.")
@@ -21,14 +22,11 @@ out = Console()
 
 @contextmanager
 def clean_errors() -> Iterator[None]:
-    """Turn the errors a user can cause (bad files, bad options) into one line and exit code 2."""
-    from .data import DataError
-    from .recognize import ImageError, ModelError
-    from .video import VideoError
-
+    """Turn the errors a user can cause (bad files, bad options) into one line and exit code 2; any
+    other exception is a bug and keeps its traceback."""
     try:
         yield
-    except (DataError, ModelError, ImageError, VideoError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except FerkitError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -145,7 +143,7 @@ def find_images(sources: list[Path]) -> list[tuple[Path, Path]]:
         elif source.exists():
             found.append((source, Path(source.name)))
         else:
-            raise FileNotFoundError(f"{source}: no such file or folder")
+            raise SourceError(f"{source}: no such file or folder")
     return found
 
 
@@ -190,7 +188,7 @@ def predict(
     from rich.progress import track
 
     from .annotate import draw
-    from .recognize import ASSETS, EmotionRecognizer, ImageError, read_image
+    from .recognize import ASSETS, EmotionRecognizer, read_image
     from .report import ResultWriter
 
     with clean_errors():
@@ -272,7 +270,7 @@ def webcam(
 
     with clean_errors():
         if source is not None and not source.is_file():
-            raise FileNotFoundError(f"{source}: no such file")
+            raise VideoError(f"{source}: no such file")
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta, detect_size))
         code = run(str(source) if source else camera, recognizer, shots, show_all, loop=loop, detect_every=detect_every,
                    log=lambda s: print(s, flush=True))
@@ -326,12 +324,12 @@ def benchmark(
             table = bench.models_table(models, bf16=bf16)
         elif what == "pipeline":
             if not video.is_file():
-                raise FileNotFoundError(f"{video}: no such video; pass --video or set FERKIT_DATA")
+                raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
             table = bench.pipeline_table(video, frames, list(model) if model else None, peer=peer)
         elif what == "server":
             table = bench.server_table(clients, seconds)
         else:
-            raise ValueError(f"unknown benchmark {what!r}; choose models, pipeline or server")
+            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline or server")
     Console(width=160).print(table)
 
 
@@ -344,7 +342,7 @@ def cv2_write(path: Path, image) -> None:
 
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
-        raise ValueError(f"{path}: cannot encode the annotated image")
+        raise ImageError(f"{path}: cannot encode the annotated image")
     path.write_bytes(data.tobytes())
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import OptionError
+
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """A BGR or grey image as grey (a grey one is returned as it is, not copied)."""
@@ -115,5 +117,5 @@ DETECTORS = {"haar": HaarDetector, "centerface": CenterFaceDetector}
 
 def create_detector(name: str = "haar", **options: float) -> HaarDetector | CenterFaceDetector:
     if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+        raise OptionError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
     return DETECTORS[name](**options)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
+from .errors import DataError, ModelError
 from .evaluate import label_source, metrics, predict, read_log
 from .models import count_parameters, create_model
 from .recognize import EmotionClassifier, model_path, softmax
@@ -20,13 +21,13 @@ from .train import TrainConfig, pick_device, predict_logits
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+        raise ModelError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises pickle, zip and runtime errors for damaged files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+        raise ModelError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path}: not a ferkit training checkpoint")
+        raise ModelError(f"{path}: not a ferkit training checkpoint")
     model = create_model(state["config"]["model"], len(EMOTIONS))
     model.load_state_dict(state["model"])
     return model.eval(), state
@@ -167,7 +168,7 @@ def scoring_labels(config: dict, ferplus: str | Path | None) -> str | Path | Non
     if ferplus is not None or not config.get("ferplus"):
         return ferplus
     if not Path(config["ferplus"]).is_file():
-        raise FileNotFoundError(f"{config['ferplus']}: this model was trained on FER+ labels; pass --ferplus fer2013new.csv to score it")
+        raise DataError(f"{config['ferplus']}: this model was trained on FER+ labels; pass --ferplus fer2013new.csv to score it")
     return config["ferplus"]
 
 

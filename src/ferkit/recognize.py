@@ -14,6 +14,7 @@ import numpy as np
 
 from .data import EMOTIONS, IMAGE_SIZE, normalize
 from .detect import Detection, to_gray
+from .errors import ImageError, ImageTooLarge, ModelError, OptionError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -24,10 +25,6 @@ DEFAULT_MODEL = ASSETS / "ferkit.onnx"
 # the variant trained on FER+'s ten-annotator labels.
 SHIPPED_MODELS = {"fer2013": DEFAULT_MODEL, "ferplus": ASSETS / "ferkit-ferplus.onnx"}
 DETECT_EVERY = 10  # video and camera: a full face search every 10th frame (1/3 s at 30 FPS), faces followed between
-
-
-class ModelError(ValueError):
-    """A model file that cannot be loaded; the CLI prints it as one line and exits with code 2."""
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -94,14 +91,6 @@ class EmotionClassifier:
             logits = session.run(None, {session.get_inputs()[0].name: x})[0]
             probs += softmax(logits.astype(np.float64)).reshape(len(views), len(faces), -1).sum(0)
         return (probs / (len(views) * len(self.sessions))).astype(np.float32)
-
-
-class ImageError(ValueError):
-    """An image that cannot be used (unreadable, empty, too large); front ends report it and go on."""
-
-
-class ImageTooLarge(ImageError):
-    """An image over the pixel limit (the server answers 413)."""
 
 
 MAX_PIXELS = 60_000_000  # larger images are refused rather than exhausting memory
@@ -261,7 +250,7 @@ class StreamRecognizer:
         from .track import Follower, Tracker
 
         if detect_every < 1:
-            raise ValueError("detect_every must be 1 or more")
+            raise OptionError("detect_every must be 1 or more")
         self.recognizer, self.detect_every = recognizer, detect_every
         self.tracker, self.follower = Tracker(smoothing=smoothing), Follower()
         self.frames = 0

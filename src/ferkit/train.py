@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from .data import EMOTIONS, MEAN, STD, DataError, FERData, load, with_votes
+from .data import EMOTIONS, MEAN, STD, FERData, load, with_votes
+from .errors import DataError, OptionError, RunError
 from .models import count_parameters, create_model
 from .recognize import model_path
 
@@ -276,11 +277,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     last = run_dir / "last.pt"
     if resume:
         if not last.exists():
-            raise FileNotFoundError(f"{last}: nothing to resume; start the run without --resume")
+            raise RunError(f"{last}: nothing to resume; start the run without --resume")
         cfg = replace(_read_config(run_dir), runs_dir=cfg.runs_dir, name=cfg.name)  # the run may have moved
         console.print(f"resuming {run_dir} with its saved config")
     elif last.exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
@@ -302,7 +303,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+        raise OptionError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
 
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema > 0 else None
     start_epoch, best_acc, best_epoch = 0, -1.0, 0
@@ -322,7 +323,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     weight = class_weights(train_data.labels).to(device) if cfg.balance else None
     steps = len(train_data) // cfg.batch_size
     if steps == 0:
-        raise ValueError(f"{len(train_data)} training images are fewer than one batch of {cfg.batch_size}")
+        raise DataError(f"{len(train_data)} training images are fewer than one batch of {cfg.batch_size}")
     console.print(
         f"{cfg.model}: {count_parameters(model) / 1e6:.2f}M parameters, {len(train_data)} train / "
         f"{len(val_data)} PublicTest images, device {device}{' bf16' if bf16 else ''}, run {run_dir}"

@@ -9,12 +9,9 @@ from pathlib import Path
 import cv2
 
 from .annotate import draw, draw_fps
+from .errors import VideoError
 from .recognize import DETECT_EVERY, EmotionRecognizer
 from .report import ResultWriter
-
-
-class VideoError(ValueError):
-    """A video that cannot be opened or written; the CLI prints it as one line and exits with code 2."""
 
 
 def open_video(source: str | int) -> cv2.VideoCapture:
