@@ -189,7 +189,7 @@ def predict(
 
     from .annotate import draw
     from .recognize import ASSETS, EmotionRecognizer, read_image
-    from .report import ResultWriter
+    from .results import ResultWriter
 
     with clean_errors():
         paths = find_images(sources or [ASSETS / "sample.jpg"])

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import OptionError
+from .results import Detection
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """A BGR or grey image as grey (a grey one is returned as it is, not copied)."""
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-
-
-@dataclass(frozen=True)
-class Detection:
-    box: tuple[int, int, int, int]  # x, y, width, height in image pixels
-    score: float
 
 
 class HaarDetector:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,8 +12,9 @@ import cv2
 import numpy as np
 
 from .data import EMOTIONS, IMAGE_SIZE, normalize
-from .detect import Detection, to_gray
+from .detect import to_gray
 from .errors import ImageError, ImageTooLarge, ModelError, OptionError
+from .results import Detection, Face
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -94,21 +94,6 @@ class EmotionClassifier:
 
 
 MAX_PIXELS = 60_000_000  # larger images are refused rather than exhausting memory
-
-
-@dataclass
-class Face:
-    """One recognised face: where it is, how sure the detector was, and the emotion with all 7 probabilities."""
-
-    box: tuple[int, int, int, int]
-    score: float
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-    track_id: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def read_image(source: str | Path | np.ndarray | Image, color: str = "bgr") -> np.ndarray:

@@ -11,7 +11,7 @@ import cv2
 from .annotate import draw, draw_fps
 from .errors import VideoError
 from .recognize import DETECT_EVERY, EmotionRecognizer
-from .report import ResultWriter
+from .results import ResultWriter
 
 
 def open_video(source: str | int) -> cv2.VideoCapture:
