@@ -19,8 +19,7 @@ class CheckpointClassifier:
     """A training checkpoint behind EmotionClassifier's `predict_proba`, so evaluation treats both alike."""
 
     def __init__(self, path: str | Path) -> None:
-        from .export import load_checkpoint
-        from .train import pick_device
+        from .checkpoints import load_checkpoint, pick_device  # torch: only for .pt checkpoints
 
         self.model, _ = load_checkpoint(path)
         self.paths = [Path(path)]
@@ -29,7 +28,7 @@ class CheckpointClassifier:
         self.labels = EMOTIONS
 
     def predict_proba(self, faces: np.ndarray, tta: bool = False) -> np.ndarray:
-        from .train import predict_logits
+        from .checkpoints import predict_logits
 
         views = tta_views(faces) if tta else [faces]
         return np.mean([softmax(predict_logits(self.model, v, self.device)) for v in views], axis=0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -25,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
+from .checkpoints import pick_device, predict_logits, save_atomic, to_input
 from .data import EMOTIONS, MEAN, STD, FERData, load, with_votes
 from .errors import DataError, OptionError, RunError
 from .models import count_parameters, create_model
@@ -70,12 +70,6 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / (self.name or self.model)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def use_bf16(setting: str, device: torch.device) -> bool:
@@ -133,21 +127,6 @@ def augment(pixels: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch
         erase = (torch.rand(b, generator=g, device=dev) < cfg.erasing).view(b, 1, 1) & box
         x = x.masked_fill(erase.unsqueeze(1), 0.0)
     return x
-
-
-def to_input(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 48, 48) -> normalised float (B, 1, 48, 48), no augmentation."""
-    return ((pixels.float().unsqueeze(1) / 255.0) - MEAN) / STD
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, pixels: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, len(pixels), batch):
-        x = to_input(torch.from_numpy(pixels[i : i + batch]).to(device))
-        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
-    return torch.cat(out).numpy()
 
 
 @torch.no_grad()
@@ -231,13 +210,6 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
     counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
     w = 1 / np.sqrt(np.maximum(counts, 1))
     return torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
