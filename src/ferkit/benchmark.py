@@ -35,7 +35,8 @@ def train_speed(name: str, steps: int = 8, batch: int = 64, bf16: str = "auto") 
 
     from .models import create_model
     from .checkpoints import pick_device
-    from .train import TrainConfig, augment, use_bf16
+    from .runs import TrainConfig
+    from .train import augment, use_bf16
 
     device = pick_device("auto")
     autocast = use_bf16(bf16, device)

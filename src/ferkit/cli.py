@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 from contextlib import contextmanager
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Collection, Iterator, Optional, get_type_hints
 
 import typer
 from rich.console import Console
@@ -14,10 +17,51 @@ from rich.table import Table
 
 from .errors import FerkitError, ImageError, OptionError, SourceError, VideoError
 from .recognize import DETECT_EVERY
+from .runs import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expression recognition: 7 emotions from faces.")
 err = Console(stderr=True)
 out = Console()
+
+
+def config_options(config: type, leave_out: Collection[str] = (), **defaults: object) -> Callable[[Callable], Callable]:
+    """Give a verb one option per field of a config dataclass and call it with the config they make
+    (as `config=`), so each option is declared once, on the config: its default there, its help,
+    bounds (`min`, `max`), `flag` and command-line `type` in the field's metadata. `defaults`
+    change a default for this verb; `leave_out` names fields it does not offer."""
+    hints = get_type_hints(config)
+    offered = [f for f in fields(config) if f.name not in leave_out]
+
+    def wrap(verb: Callable) -> Callable:
+        verb_hints, params = get_type_hints(verb), []
+        for p in inspect.signature(verb).parameters.values():
+            if p.name != "config":
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=verb_hints[p.name]))
+                continue
+            for f in offered:  # the config's options stand where the verb declares `config`
+                meta = dict(f.metadata)
+                flag, kind = meta.pop("flag", None), meta.pop("type", hints[f.name])
+                default = defaults.get(f.name, ... if f.default is MISSING else f.default)
+                option = typer.Option(default, *([flag] if flag else []), **meta)
+                params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind))
+
+        @functools.wraps(verb)
+        def command(**values: object) -> object:
+            chosen = {f.name: plain(values.pop(f.name)) for f in offered}
+            return verb(config=config(**{k: v for k, v in chosen.items() if v != ()}), **values)  # none given: the default
+
+        command.__signature__ = inspect.Signature(params)  # what Typer reads the options from
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return wrap
+
+
+def plain(value: object) -> object:
+    """An option's value as configs hold it: paths as strings, repeated options as tuples."""
+    if isinstance(value, (list, tuple)):
+        return tuple(plain(v) for v in value)
+    return str(value) if isinstance(value, Path) else value
 
 
 @contextmanager
@@ -32,52 +76,16 @@ def clean_errors() -> Iterator[None]:
 
 
 @app.command()
+@config_options(TrainConfig)
 def train(
-    data: Path = typer.Option(..., help="fer2013.npz, fer2013.csv or an image folder (train/<emotion>/...)."),
-    model: str = typer.Option("resnet_fer", help="Architecture from the registry (see `ferkit benchmark`)."),
-    name: str = typer.Option("", help="Run name: the run lives in RUNS_DIR/NAME (default: the model name)."),
-    runs_dir: Path = typer.Option(Path("runs"), help="Folder for runs."),
-    epochs: int = typer.Option(60, min=1),
-    batch_size: int = typer.Option(64, min=1),
-    optimizer: str = typer.Option("sgd", help="sgd or adamw."),
-    lr: float = typer.Option(0.05, help="Peak learning rate (after warm-up; cosine decay to 0)."),
-    weight_decay: float = typer.Option(5e-4),
-    warmup_epochs: float = typer.Option(1.0),
-    label_smoothing: float = typer.Option(0.1),
-    balance: bool = typer.Option(False, help="Class-balanced loss weights (inverse square root of class frequency)."),
-    mixup: float = typer.Option(0.0, help="Mixup alpha; 0 turns it off."),
-    erasing: float = typer.Option(0.5, help="Probability of random erasing."),
-    rotation: float = typer.Option(15.0, help="Max rotation, degrees."),
-    shift: float = typer.Option(0.1, help="Max shift, fraction of the size."),
-    zoom: float = typer.Option(0.15, help="Max zoom in or out, fraction."),
-    brightness: float = typer.Option(0.25, help="Max brightness/contrast change."),
-    target_acc: Optional[float] = typer.Option(None, help="Stop once PublicTest accuracy reaches this fraction."),
-    patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without PublicTest improvement."),
-    subset: Optional[int] = typer.Option(None, help="Train on a stratified subset of this many images."),
-    ferplus: Optional[Path] = typer.Option(None, help="fer2013new.csv: train on FER+ majority labels."),
-    soft_labels: bool = typer.Option(False, help="With --ferplus: train on the vote distributions."),
-    pretrained: Optional[Path] = typer.Option(None, help="Weights to start from: a checkpoint (matching names and shapes), an exported .onnx file of the same --model, or a shipped model by name (fer2013, ferplus)."),
-    ema: float = typer.Option(0.0, min=0.0, max=0.99999, help="Score and save an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off."),
-    teacher: Optional[list[Path]] = typer.Option(None, help="A trained checkpoint (best.pt) to distil from, or fer2013new.csv to learn FER+'s ten annotators' votes beside the FER2013 labels; repeat it for several teachers."),
-    distill: float = typer.Option(0.5, min=0.0, max=1.0, help="With --teacher: weight of the teachers' probabilities in the target (the label has the rest)."),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    bf16: str = typer.Option("auto", help="auto (where the hardware has bf16), on or off."),
+    config: TrainConfig,
     resume: bool = typer.Option(False, help="Continue the run RUNS_DIR/NAME from its last checkpoint."),
 ) -> None:
     """Train a model on FER2013's Training split, choosing the checkpoint on PublicTest."""
-    from .train import TrainConfig, train as run
+    from .train import train as run  # torch: only the training verbs need it
 
-    cfg = TrainConfig(
-        data=str(data), model=model, name=name, runs_dir=str(runs_dir), epochs=epochs, batch_size=batch_size,
-        optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-        label_smoothing=label_smoothing, balance=balance, mixup=mixup, erasing=erasing, rotation=rotation,
-        shift=shift, zoom=zoom, brightness=brightness, target_acc=target_acc, patience=patience, subset=subset,
-        ferplus=str(ferplus) if ferplus else None, soft_labels=soft_labels,
-        pretrained=str(pretrained) if pretrained else None, ema=ema, teachers=tuple(str(t) for t in teacher or ()), distill=distill, seed=seed, device=device, bf16=bf16,
-    )
     with clean_errors():
-        best = run(cfg, resume=resume)
+        best = run(config, resume=resume)
     out.print(f"best checkpoint: {best}")
 
 

@@ -4,7 +4,6 @@ on training checkpoints (.pt, torch needed)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from .data import EMOTIONS, load
 from .recognize import EmotionClassifier, model_path, softmax, tta_views
+from .runs import read_log
 
 
 class CheckpointClassifier:
@@ -121,11 +121,6 @@ def plot_confusion(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def read_log(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def plot_curves(log: list[dict[str, float]], path: Path) -> None:

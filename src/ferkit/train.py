@@ -9,12 +9,11 @@ PublicTest score the BatchNorm statistics are re-estimated on clean training fac
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,47 +28,9 @@ from .data import EMOTIONS, MEAN, STD, FERData, load, with_votes
 from .errors import DataError, OptionError, RunError
 from .models import count_parameters, create_model
 from .recognize import model_path
+from .runs import LOG_FIELDS, TrainConfig, append_log, read_config, trim_log
 
-LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 console = Console(stderr=True)
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    model: str = "resnet_fer"
-    name: str = ""
-    runs_dir: str = "runs"
-    epochs: int = 60
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    balance: bool = False
-    mixup: float = 0.0
-    erasing: float = 0.5
-    rotation: float = 15.0
-    shift: float = 0.1
-    zoom: float = 0.15
-    brightness: float = 0.25
-    target_acc: float | None = None
-    patience: int | None = None
-    subset: int | None = None
-    ferplus: str | None = None
-    soft_labels: bool = False
-    pretrained: str | None = None
-    ema: float = 0.0
-    teachers: tuple[str, ...] = ()
-    distill: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    bf16: str = "auto"
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / (self.name or self.model)
 
 
 def use_bf16(setting: str, device: torch.device) -> bool:
@@ -237,12 +198,6 @@ def load_splits(cfg: TrainConfig) -> tuple[FERData, FERData]:
     return train, val
 
 
-def _read_config(run_dir: Path) -> TrainConfig:
-    saved = json.loads((run_dir / "config.json").read_text())
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
-
-
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a run; return the path of its best checkpoint."""
     run_dir = cfg.run_dir
@@ -250,7 +205,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if resume:
         if not last.exists():
             raise RunError(f"{last}: nothing to resume; start the run without --resume")
-        cfg = replace(_read_config(run_dir), runs_dir=cfg.runs_dir, name=cfg.name)  # the run may have moved
+        cfg = replace(read_config(run_dir), runs_dir=cfg.runs_dir, name=cfg.name)  # the run may have moved
         console.print(f"resuming {run_dir} with its saved config")
     elif last.exists():
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
@@ -286,7 +241,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if ema is not None:
             ema.load_state_dict(state["ema"])
         start_epoch, best_acc, best_epoch = state["epoch"], state["best_acc"], state["best_epoch"]
-    _trim_log(run_dir / "log.csv", start_epoch)
+    trim_log(run_dir / "log.csv", start_epoch)
 
     pixels = torch.from_numpy(train_data.pixels).to(device)
     labels = torch.from_numpy(train_data.labels).to(device)
@@ -352,7 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             last,
         )
         row = dict(zip(LOG_FIELDS, (epoch + 1, opt.param_groups[0]["lr"], total_loss / seen, correct / seen, val_loss, val_acc, time.time() - t0)))
-        _append_log(run_dir / "log.csv", row)
+        append_log(run_dir / "log.csv", row)
         console.print(
             f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
             f"PublicTest acc {val_acc:.4f}  (best {best_acc:.4f} @ {best_epoch})  {row['seconds']:.0f}s"
@@ -380,22 +335,3 @@ def _progress() -> Progress:
     )
 
 
-def _append_log(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _trim_log(path: Path, epochs_done: int) -> None:
-    """Drop log rows past the checkpoint we resume from (a kill can land between log and checkpoint)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
