@@ -9,7 +9,7 @@ import torch
 from ferkit.data import normalize
 from ferkit.errors import ModelError, OptionError
 from ferkit.models import count_parameters, create_model, list_models
-from ferkit.recognize import SHIPPED_MODELS
+from ferkit.classify import SHIPPED_MODELS
 
 
 @pytest.mark.parametrize("name", list_models())

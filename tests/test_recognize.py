@@ -1,73 +1,18 @@
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import compose_scene
+from ferkit.classify import crop_face
 from ferkit.data import FERData
-from ferkit.recognize import (
-    ASSETS, DEFAULT_MODEL, SHIPPED_MODELS, EmotionClassifier, EmotionRecognizer, ImageError, ImageTooLarge, ModelError,
-    crop_face, read_image,
-)
+from ferkit.recognize import EmotionRecognizer
 from ferkit.track import iou
 
 
 @pytest.fixture(scope="module")
 def recognizer() -> EmotionRecognizer:
     return EmotionRecognizer()
-
-
-def test_read_image_accepts_every_form(astronaut_bgr: np.ndarray, tmp_path: Path) -> None:
-    path = tmp_path / "a.png"
-    cv2.imwrite(str(path), astronaut_bgr)
-    rgb = astronaut_bgr[:, :, ::-1]
-    assert np.array_equal(read_image(path), astronaut_bgr)
-    assert np.array_equal(read_image(str(path)), astronaut_bgr)
-    assert np.array_equal(read_image(rgb, color="rgb"), astronaut_bgr)
-    assert np.array_equal(read_image(Image.fromarray(rgb)), astronaut_bgr)
-    assert np.array_equal(read_image(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), color="rgb"), astronaut_bgr)
-    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
-    assert np.array_equal(read_image(gray), gray)
-    assert np.array_equal(read_image(gray / 255.0), gray)
-
-
-def test_read_image_rejects_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    (tmp_path / "text.jpg").write_text("not an image")
-    with pytest.raises(ImageError, match="empty file"):
-        read_image(tmp_path / "empty.jpg")
-    with pytest.raises(ImageError, match="not a readable image"):
-        read_image(tmp_path / "text.jpg")
-    with pytest.raises(ImageError, match="cannot read"):
-        read_image(tmp_path / "missing.jpg")
-    with pytest.raises(ImageError, match="empty image"):
-        read_image(np.zeros((0, 10, 3), np.uint8))
-    with pytest.raises(ImageError, match="shape"):
-        read_image(np.zeros((4, 4, 2), np.uint8))
-    with pytest.raises(ImageError, match="uint8 or float"):
-        read_image(np.zeros((4, 4), np.int32))
-    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((2600, 2600), np.uint8))
-    monkeypatch.setattr("ferkit.recognize.MAX_PIXELS", 4_000_000)
-    with pytest.raises(ImageTooLarge, match="about 2600x2600, over the limit of 4 megapixels"):
-        read_image(tmp_path / "big.png")  # refused from its 1/8-scale decode
-    cv2.imwrite(str(tmp_path / "edge.png"), np.zeros((2100, 2100), np.uint8))
-    with pytest.raises(ImageTooLarge, match="2100x2100 is over the limit of 4 megapixels"):
-        read_image(tmp_path / "edge.png")  # within the pre-check's slack: refused after the full decode
-    monkeypatch.setattr("ferkit.recognize.MAX_PIXELS", 1000)
-    with pytest.raises(ImageError, match="over the limit of 0.001 megapixels"):
-        read_image(np.zeros((100, 100), np.uint8))
-
-
-def test_crop_face_pads_outside_the_image() -> None:
-    gray = np.arange(100 * 100, dtype=np.uint16).reshape(100, 100).astype(np.uint8)
-    assert crop_face(gray, (10, 10, 48, 48)).shape == (48, 48)
-    assert np.array_equal(crop_face(gray, (10, 10, 48, 48)), gray[10:58, 10:58])
-    edge = crop_face(gray, (-20, 80, 48, 48))  # partly left of and below the image
-    assert edge.shape == (48, 48) and np.array_equal(edge[0, :20], np.repeat(gray[80, 0], 20))
 
 
 def test_astronaut_smiles(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
@@ -126,39 +71,6 @@ def test_stream_searches_every_kth_frame_and_follows_between(recognizer: Emotion
     assert len(searches) == 2
 
 
-def test_classifier_tta_and_ensemble(fer: FERData) -> None:
-    single = EmotionClassifier()
-    faces = fer.split("PublicTest").pixels[:64]
-    p = single.predict_proba(faces)
-    t = single.predict_proba(faces, tta=True)
-    assert p.shape == t.shape == (64, 7) and np.allclose(t.sum(1), 1, atol=1e-4) and not np.allclose(p, t)
-    pair = EmotionClassifier([ASSETS / "ferkit.onnx", ASSETS / "ferkit.onnx"])
-    assert np.allclose(pair.predict_proba(faces), p, atol=1e-6)
-    assert single.predict_proba(faces[:0]).shape == (0, 7)
-
-
-def test_shipped_models_by_name(astronaut_bgr: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--model ferplus` is the FER+ variant that ships in the package; a file of that name is taken before it."""
-    plus = EmotionRecognizer(model="ferplus")
-    assert plus.classifier.paths == [SHIPPED_MODELS["ferplus"]] and SHIPPED_MODELS["ferplus"].parent == ASSETS
-    assert plus.classifier.card["metrics"]["labels"] == "FER+ majority"
-    (face,) = plus.predict(astronaut_bgr)
-    assert face.label == "happy"
-    assert EmotionClassifier("fer2013").paths == EmotionClassifier().paths == [DEFAULT_MODEL]
-    monkeypatch.chdir(tmp_path)
-    Path("ferplus").write_bytes(b"not a model")
-    with pytest.raises(ModelError, match="ferplus: not a loadable ONNX model"):
-        EmotionClassifier("ferplus")
-
-
-def test_bad_model_file(tmp_path: Path) -> None:
-    (tmp_path / "m.onnx").write_bytes(b"nonsense")
-    with pytest.raises(ModelError, match="not a loadable ONNX model"):
-        EmotionClassifier(tmp_path / "m.onnx")
-    with pytest.raises(ModelError, match="no such model file"):
-        EmotionClassifier(tmp_path / "none.onnx")
-
-
 def test_inference_never_imports_torch() -> None:
     """Users who only run models install no torch: the pipeline and `ferkit predict` must not import it."""
     import subprocess
@@ -167,8 +79,9 @@ def test_inference_never_imports_torch() -> None:
     code = (
         "import sys\n"
         "from ferkit.cli import app\n"
-        "from ferkit.recognize import EmotionRecognizer\n"
-        "EmotionRecognizer(detector='centerface').predict(str(__import__('ferkit.recognize').recognize.ASSETS / 'sample.jpg'))\n"
+        "from ferkit import EmotionRecognizer\n"
+        "from ferkit.classify import ASSETS\n"
+        "EmotionRecognizer(detector='centerface').predict(str(ASSETS / 'sample.jpg'))\n"
         "app(['predict'], standalone_mode=False)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from ferkit.recognize import ASSETS
+from ferkit.classify import ASSETS
 from ferkit.server import MB, Limits, create_app
 
 SAMPLE = (ASSETS / "sample.jpg").read_bytes()

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from conftest import ferkit
+from ferkit.checkpoints import predict_logits, to_input
+from ferkit.classify import SHIPPED_MODELS, EmotionClassifier
 from ferkit.data import FERData, load_ferplus, with_votes
 from ferkit.models import create_model
-from ferkit.recognize import SHIPPED_MODELS, EmotionClassifier
-from ferkit.checkpoints import predict_logits, to_input
 from ferkit.runs import TrainConfig
 from ferkit.train import augment, class_weights, learning_rate, recalibrate_bn, refit_batchnorm, teacher_targets
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -23,7 +24,9 @@ from rich.table import Table
 from .annotate import draw, draw_fps
 from .detect import DETECTORS
 from .errors import FerkitError
-from .recognize import ASSETS, EmotionClassifier, EmotionRecognizer
+from .classify import ASSETS, EmotionClassifier
+from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, recognize_source
+from .sources import Video
 
 
 # --- models: training img/s (torch) and ONNX Runtime ms per face ---------------------------------
@@ -115,30 +118,22 @@ def make_videos(source: Path, folder: Path, frames: int) -> dict[str, Path]:
 
 
 def run_pipeline(video: Path, recognizer: EmotionRecognizer, detect_every: int) -> dict[str, float]:
-    cap = cv2.VideoCapture(str(video))
-    stream = recognizer.stream(detect_every)
-    decode = drawing = 0.0
-    faces_seen = n = 0
+    source, stream = Video(video), recognizer.stream(detect_every)
+    drawing = 0.0
+    faces_seen = 0
     start = time.perf_counter()
-    while True:
+    for frame, faces in recognize_source(source, stream):
         t = time.perf_counter()
-        ok, frame = cap.read()
-        decode += time.perf_counter() - t
-        if not ok:
-            break
-        faces = stream(frame)
-        t = time.perf_counter()
-        canvas = draw(frame, faces)
+        canvas = draw(frame.image, faces)
         draw_fps(canvas, 0.0)
         drawing += time.perf_counter() - t
         faces_seen += len(faces)
-        n += 1
-    wall = time.perf_counter() - start
+    wall, n = time.perf_counter() - start, source.read
     ms = {k: v * 1000 / n for k, v in stream.seconds.items()}
-    return {"decode": decode * 1000 / n, **ms, "draw": drawing * 1000 / n, "faces": faces_seen / n, "fps": n / wall}
+    return {"decode": source.seconds * 1000 / n, **ms, "draw": drawing * 1000 / n, "faces": faces_seen / n, "fps": n / wall}
 
 
-def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = None, detect_size: int = 320,
+def pipeline_table(video: Path, frames: int = 300, model: Sequence[str] | None = None, detect_size: int = STREAM_DETECT_SIZE,
                    peer: str | None = None) -> Table:
     """Both test videos through every detector, searching every frame, every 5th and every 10th
     (the default of `ferkit video` and `ferkit webcam`), at their default detection size. With
@@ -151,7 +146,7 @@ def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = No
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_videos(video, Path(tmp), frames)
         for name in sorted(DETECTORS):
-            recognizer = EmotionRecognizer(model, detector=name, detect_size=detect_size)
+            recognizer = EmotionRecognizer(model=model, detector=name, detect_size=detect_size)
             for label, path in videos.items():
                 for every in (1, 5, 10):
                     r = run_pipeline(path, recognizer, every)

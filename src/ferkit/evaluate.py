@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from .classify import EmotionClassifier, model_path, softmax, tta_views
 from .data import EMOTIONS, load
-from .recognize import EmotionClassifier, model_path, softmax, tta_views
 from .runs import read_log
 
 

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from .checkpoints import load_checkpoint, pick_device, predict_logits
+from .classify import EmotionClassifier, softmax
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
 from .errors import DataError
 from .evaluate import label_source, metrics, predict
 from .models import count_parameters
-from .recognize import EmotionClassifier, softmax
 from .runs import lineage, train_command
 
 

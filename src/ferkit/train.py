@@ -24,10 +24,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from .checkpoints import pick_device, predict_logits, save_atomic, to_input
+from .classify import model_path
 from .data import EMOTIONS, MEAN, STD, FERData, load, with_votes
 from .errors import DataError, OptionError, RunError
 from .models import count_parameters, create_model
-from .recognize import model_path
 from .runs import LOG_FIELDS, TrainConfig, append_log, read_config, trim_log
 
 console = Console(stderr=True)
