@@ -22,10 +22,11 @@ import numpy as np
 from rich.table import Table
 
 from .annotate import draw, draw_fps
+from .classify import ASSETS, EmotionClassifier
 from .detect import DETECTORS
 from .errors import FerkitError
-from .classify import ASSETS, EmotionClassifier
 from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, recognize_source
+from .runs import TrainConfig
 from .sources import Video
 
 
@@ -34,11 +35,10 @@ from .sources import Video
 
 def train_speed(name: str, steps: int = 8, batch: int = 64, bf16: str = "auto") -> float:
     """img/s of full training steps (augmentation, forward, backward, SGD) at batch 64, as `ferkit train` runs them."""
-    import torch
+    import torch  # the training side, here alone: the pipeline and server tables run without torch
 
-    from .models import create_model
     from .checkpoints import pick_device
-    from .runs import TrainConfig
+    from .models import create_model
     from .train import augment, use_bf16
 
     device = pick_device("auto")
@@ -75,7 +75,7 @@ def onnx_latency(model_path: Path, batch: int, threads: int | None, repeats: int
 
 def models_table(names: list[str] | None = None, threads: int | None = None, bf16: str = "auto") -> Table:
     """Untrained weights: speed does not depend on them."""
-    import torch
+    import torch  # see train_speed
 
     from .models import count_parameters, create_model, list_models
 
@@ -209,7 +209,7 @@ def peak_memory_mb(pid: int) -> float:
 
 
 async def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[list[float], int, int]:
-    import httpx
+    import httpx  # a test extra: only the server benchmark needs a client
 
     latencies: list[float] = []
     errors = 0
@@ -238,7 +238,7 @@ async def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[li
 def server_table(clients: int = 50, seconds: float = 30, image: Path = ASSETS / "sample.jpg") -> Table:
     """Starts `ferkit serve` in its own process on a free loopback port, so its peak memory
     (VmHWM) is the server's alone, and loads it with `clients` concurrent clients."""
-    import httpx
+    import httpx  # see load
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port)], stderr=subprocess.DEVNULL)

@@ -105,7 +105,7 @@ def evaluate(
     ferplus: Optional[Path] = typer.Option(None, help="fer2013new.csv: score against FER+ majority labels."),
 ) -> None:
     """Score a model on an official split: accuracy, per-class metrics, confusion matrix."""
-    from .evaluate import evaluate as run, write_reports
+    from .evaluate import evaluate as run, write_reports  # scikit-learn, and torch for a .pt: only when evaluating
 
     with clean_errors():
         report = run(data, model, split=split, tta=tta, ferplus=ferplus)
@@ -131,7 +131,7 @@ def export(
     ferplus: Optional[Path] = typer.Option(None, help="fer2013new.csv: score on FER+ majority labels (default for a model trained on them)."),
 ) -> None:
     """Export a checkpoint to ONNX with a JSON model card."""
-    from .export import export as run
+    from .export import export as run  # torch
 
     with clean_errors():
         card = run(checkpoint, output, data=data, ferplus=ferplus)

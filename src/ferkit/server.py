@@ -12,6 +12,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi_offline import FastAPIOffline
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from . import __version__
 from .errors import ImageError, ImageTooLarge
@@ -40,9 +43,6 @@ async def read_upload(request: Request, limits: Limits) -> bytes:
         if len(body) > limits.max_bytes + 64 * 1024:  # multipart framing gets a little headroom
             raise HTTPException(413, f"upload too large: over {limits.max_bytes // MB} MB")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        from starlette.datastructures import UploadFile
-        from starlette.formparsers import MultiPartException, MultiPartParser
-
         async def replay():
             yield bytes(body)
 
@@ -113,7 +113,6 @@ def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | Non
     )
     async def predict(request: Request) -> dict:
         image = decode(await read_upload(request, limits), limits)
-        from starlette.concurrency import run_in_threadpool
 
         def run() -> tuple[list, float]:
             with recognizer.lock:  # held here too, so time_ms is the work, not the wait
