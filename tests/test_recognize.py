@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
 from conftest import compose_scene
 from ferkit.classify import crop_face
 from ferkit.data import FERData
-from ferkit.recognize import EmotionRecognizer
+from ferkit.recognize import EmotionRecognizer, RecognizerConfig, recognize_source
+from ferkit.sources import Images, Video
 from ferkit.track import iou
 
 
@@ -88,3 +93,54 @@ def test_inference_never_imports_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert '"label": "happy"' in result.stdout
+
+
+def test_config_and_keywords_make_the_same_recognizer(astronaut_bgr: np.ndarray) -> None:
+    config = RecognizerConfig(model="ferplus", margin=0.1, detect_every=3)
+    a, b = EmotionRecognizer(config), EmotionRecognizer(model="ferplus", margin=0.1, detect_every=3)
+    assert a.config == b.config == config and a.stream().detect_every == 3
+    assert a.predict(astronaut_bgr) == b.predict(astronaut_bgr)
+    assert EmotionRecognizer(config, margin=0.0).config.margin == 0.0 and config.margin == 0.1  # the config is not changed
+    with pytest.raises(TypeError):
+        EmotionRecognizer(colour="red")
+
+
+def test_recognize_source_images_one_by_one(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray, tmp_path: Path) -> None:
+    """Images are recognised each on its own (no track ids); an unreadable one comes through with its error."""
+    cv2.imwrite(str(tmp_path / "a.png"), astronaut_bgr)
+    cv2.imwrite(str(tmp_path / "b.png"), np.full((240, 320, 3), 90, np.uint8))
+    (tmp_path / "c.png").write_bytes(b"broken")
+    results = list(recognize_source(Images([tmp_path]), recognizer))
+    assert [Path(frame.origin).name for frame, _ in results] == ["a.png", "b.png", "c.png"]
+    (a, faces_a), (_, faces_b), (c, faces_c) = results
+    assert faces_a == recognizer.predict(astronaut_bgr) and faces_a[0].track_id is None
+    assert faces_b == faces_c == [] and c.image is None and "not a readable image" in c.error
+
+
+def test_recognize_source_follows_faces_through_a_video(recognizer: EmotionRecognizer, fer_npz: Path, tmp_path: Path) -> None:
+    """The shared talking-face video: one face in every frame, one track, searched every 10th frame."""
+    source = cv2.VideoCapture(str(fer_npz.parent / "face_talking_854x480.mp4"))
+    out = cv2.VideoWriter(str(tmp_path / "talk.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, (854, 480))
+    for _ in range(25):
+        out.write(source.read()[1])
+    out.release()
+    stream = EmotionRecognizer(detect_size=320).stream()
+    results = list(recognize_source(Video(tmp_path / "talk.mp4"), stream))
+    assert [frame.index for frame, _ in results] == list(range(25))
+    assert all(len(faces) == 1 and faces[0].track_id == 1 for _, faces in results)
+    assert stream.frames == 25 and stream.seconds["detect"] > 0 and stream.seconds["follow"] > 0
+    first, faces = results[0]
+    (alone,) = EmotionRecognizer(detect_size=320).predict(first.image)  # frame 0 is searched: the same box as a still
+    assert faces[0].box == alone.box
+
+
+def test_predict_holds_the_lock(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
+    """One recognizer serves several threads (the server's): predict waits for whoever holds the lock."""
+    done = []
+    with recognizer.lock:
+        worker = threading.Thread(target=lambda: done.append(recognizer.predict(astronaut_bgr)))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not done
+    worker.join(30)
+    assert len(done) == 1 and done[0][0].label == "happy"

@@ -60,10 +60,10 @@ class TrainConfig:
 
 
 def read_config(run_dir: Path) -> TrainConfig:
-    """A run's saved config (fields a newer ferkit no longer has are left out)."""
+    """A run's saved config (fields a newer ferkit no longer has are left out; JSON's lists as the tuples they were)."""
     saved = json.loads((run_dir / "config.json").read_text())
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
 
 
 def append_log(path: Path, row: dict) -> None:
