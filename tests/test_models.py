@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ferkit.data import normalize
+from ferkit.data import FERData, normalize
 from ferkit.errors import ModelError, OptionError
 from ferkit.models import count_parameters, create_model, list_models
 from ferkit.classify import SHIPPED_MODELS
@@ -20,9 +22,16 @@ def test_every_model_maps_faces_to_seven_logits(name: str) -> None:
     assert out.shape == (3, 7) and torch.isfinite(out).all()
 
 
+def shipped_architecture(name: str) -> str:
+    """The registry name a shipped model was trained as, from its card."""
+    return json.loads(SHIPPED_MODELS[name].with_suffix(".json").read_text())["architecture"]
+
+
 def test_registry_has_the_issue_models() -> None:
-    assert {"seed_cnn", "mobilenetv3", "resnet_fer", "tiny_cnn"} <= set(list_models())
+    assert {"seed_cnn", "mobilenetv3", "resnet_fer", "resnet_fer_w48", "vgg_fer", "resnet18_fer", "tiny_cnn"} <= set(list_models())
     assert 3.2e6 < count_parameters(create_model("seed_cnn")) < 3.8e6
+    # The sizes ../shared/models/README.md gives for the GPU-trained architectures.
+    assert [count_parameters(create_model(n)) for n in ("resnet_fer_w48", "vgg_fer", "resnet18_fer")] == [2_760_823, 5_218_631, 11_175_495]
     with pytest.raises(OptionError, match="unknown model 'vgg99'"):
         create_model("vgg99")
 
@@ -59,7 +68,7 @@ def test_shipped_onnx_weights_load_back_into_torch(name: str) -> None:
     """A model rebuilt from the shipped ONNX file gives the file's logits on real faces."""
     import onnxruntime as ort
 
-    model = create_model("resnet_fer", pretrained=SHIPPED_MODELS[name]).eval()
+    model = create_model(shipped_architecture(name), pretrained=SHIPPED_MODELS[name]).eval()
     x = normalize(_lfw_faces())
     session = ort.InferenceSession(str(SHIPPED_MODELS[name]), providers=["CPUExecutionProvider"])
     expected = session.run(None, {session.get_inputs()[0].name: x})[0]
@@ -68,8 +77,9 @@ def test_shipped_onnx_weights_load_back_into_torch(name: str) -> None:
     assert np.abs(got - expected).max() < 1e-3 and (got.argmax(1) == expected.argmax(1)).all()
     # Each filter before a BatchNorm has the norm of a fresh initialisation; the scale moved to the BatchNorm.
     stem = model.features[0]
-    assert torch.allclose(stem[0].weight.flatten(1).norm(dim=1), torch.full((32,), 3 ** -0.5), atol=1e-5)
-    assert not torch.allclose(stem[1].weight, torch.ones(32))
+    width = stem[0].weight.shape[0]
+    assert torch.allclose(stem[0].weight.flatten(1).norm(dim=1), torch.full((width,), 3 ** -0.5), atol=1e-5)
+    assert not torch.allclose(stem[1].weight, torch.ones(width))
 
 
 def test_onnx_weights_refuse_the_wrong_architecture_and_damaged_files(tmp_path: Path) -> None:
@@ -78,3 +88,23 @@ def test_onnx_weights_refuse_the_wrong_architecture_and_damaged_files(tmp_path: 
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x07not a model at all")
     with pytest.raises(ModelError, match="not a readable ONNX file"):
         create_model("resnet_fer", pretrained=tmp_path / "broken.onnx")
+
+
+GPU_MODELS = Path(os.environ.get("FERKIT_DATA", "../shared/data")).parent / "models"  # ../shared/models beside the data
+
+
+@pytest.mark.parametrize("name", ["resnet_fer_w48", "vgg_fer", "resnet18_fer", "resnet_fer_w48-ferplus"])
+def test_gpu_trained_checkpoints_load_as_they_are(name: str, fer: FERData) -> None:
+    """The checkpoints trained on an H200 (../shared/models) load into the registered architectures
+    as they are (fp16 weights included) and recognise PublicTest faces far above chance (FER+ ones
+    too: FER2013's labels are its labels' nearest neighbour)."""
+    from ferkit.checkpoints import load_checkpoint, pick_device, predict_logits
+
+    path = GPU_MODELS / f"{name}.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} not found: the GPU-trained checkpoints live in ../shared/models beside FERKIT_DATA")
+    model, state = load_checkpoint(path)
+    assert state["config"]["model"] == name.removesuffix("-ferplus")
+    val = fer.split("PublicTest").subset(400, 0)
+    accuracy = (predict_logits(model, val.pixels, pick_device("cpu")).argmax(1) == val.labels).mean()
+    assert accuracy > 0.55
