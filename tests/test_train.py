@@ -18,7 +18,7 @@ from ferkit.checkpoints import predict_logits, to_input
 from ferkit.classify import SHIPPED_MODELS, EmotionClassifier
 from ferkit.data import FERData, load_ferplus, with_votes
 from ferkit.models import create_model
-from ferkit.runs import TrainConfig
+from ferkit.runs import TrainConfig, train_command
 from ferkit.train import augment, class_weights, learning_rate, recalibrate_bn, refit_batchnorm, teacher_targets
 
 
@@ -115,10 +115,10 @@ def test_refit_batchnorm_keeps_the_model_and_gives_it_real_statistics(fer: FERDa
         model.eval()
         return (out.argmax(1) == reference.argmax(1)).float().mean().item()
 
-    model = create_model("resnet_fer", pretrained=SHIPPED_MODELS["fer2013"]).eval()
+    model = create_model("resnet_fer_w48", pretrained=SHIPPED_MODELS["fer2013"]).eval()
     with torch.no_grad():
         before = model(faces)
-    assert train_mode_agreement(create_model("resnet_fer", pretrained=SHIPPED_MODELS["fer2013"]), before) < 0.8
+    assert train_mode_agreement(create_model("resnet_fer_w48", pretrained=SHIPPED_MODELS["fer2013"]), before) < 0.8
     refit_batchnorm(model, torch.from_numpy(fer.pixels[:2048]))
     with torch.no_grad():
         after = model(faces)
@@ -154,6 +154,30 @@ def test_schedule_and_class_weights() -> None:
     w = class_weights(labels)
     assert w[1] > w[0] > w[3]
     assert float((w[labels]).mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_time_budget_schedule_follows_the_clock() -> None:
+    """With --time-budget the learning rate is a function of the seconds spent, not of the step."""
+    cfg = TrainConfig(data="", lr=0.1, time_budget=100)
+    lrs = [learning_rate(cfg, 0, 10, t) for t in np.linspace(0, 100, 1001)]
+    assert lrs[0] < 1e-3 and lrs[30] == pytest.approx(0.1)  # warm-up over 3% of the budget
+    assert all(x >= y for x, y in zip(lrs[30:], lrs[31:])) and lrs[-1] < 1e-12 and lrs[500] == pytest.approx(0.05, rel=0.05)
+    assert learning_rate(cfg, 5000, 10, 50.0) == learning_rate(cfg, 0, 10, 50.0)
+
+
+def test_time_budget_run_stops_decayed_and_resume_keeps_the_clock(fer_npz: Path, tmp_path: Path) -> None:
+    """A run given 4 seconds stops when they are spent, mid-epoch, with the learning rate decayed to
+    (nearly) zero; its checkpoint keeps the seconds spent, so a resume does not start the clock again."""
+    args = ("--data", fer_npz, "--model", "tiny_cnn", "--subset", "4000", "--time-budget", "4", "--runs-dir", tmp_path, "--name", "tb")
+    ferkit("train", *args)
+    log = (tmp_path / "tb" / "log.csv").read_text().splitlines()
+    last_lr = float(log[-1].split(",")[1])
+    assert len(log) >= 2 and last_lr < 0.05 * 0.05  # 5% of the peak at most: the cosine ran to its end
+    state = torch.load(tmp_path / "tb" / "last.pt", weights_only=False)
+    assert 4.0 <= state["elapsed"] < 60
+    ferkit("train", *args, "--resume")  # the budget is spent: nothing more to do
+    assert (tmp_path / "tb" / "log.csv").read_text().splitlines() == log
+    assert "--time-budget 4.0" in train_command(json.loads((tmp_path / "tb" / "config.json").read_text()))
 
 
 def _train_cmd(data: Path, runs: Path, name: str, *extra: str) -> list[str]:

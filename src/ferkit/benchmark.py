@@ -19,10 +19,13 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 from rich.table import Table
 
 from .annotate import draw, draw_fps
-from .classify import ASSETS, EmotionClassifier
+from .classify import ASSETS, EmotionClassifier, model_path
+from .data import load, normalize
 from .detect import DETECTORS
 from .errors import FerkitError
 from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, recognize_source
@@ -33,29 +36,41 @@ from .sources import Video
 # --- models: training img/s (torch) and ONNX Runtime ms per face ---------------------------------
 
 
-def train_speed(name: str, steps: int = 8, batch: int = 64, bf16: str = "auto") -> float:
-    """img/s of full training steps (augmentation, forward, backward, SGD) at batch 64, as `ferkit train` runs them."""
+def train_speed(name: str, batch: int = 64, bf16: str = "auto", device: str = "auto", compile: bool = False,
+                seconds: float = 2.0) -> float:
+    """img/s of full training steps (augmentation, forward, backward, fused SGD, loss and accuracy
+    summed on the device) exactly as `ferkit train` runs them, timed over `seconds` after warm-up."""
     import torch  # the training side, here alone: the pipeline and server tables run without torch
 
     from .checkpoints import pick_device
     from .models import create_model
-    from .train import augment, use_bf16
+    from .train import augment, compiled, make_optimizer, train_step, use_bf16
 
-    device = pick_device("auto")
-    autocast = use_bf16(bf16, device)
-    model = create_model(name).to(device).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    cfg, g = TrainConfig(data=""), torch.Generator(device=device).manual_seed(0)
-    faces = torch.randint(0, 256, (batch, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
-    labels = torch.randint(0, 7, (batch,), device=device)
-    for i in range(steps + 3):
-        if i == 3:
-            start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = torch.nn.functional.cross_entropy(model(augment(faces, cfg, g).contiguous(memory_format=torch.channels_last)).float(), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    dev = pick_device(device)
+    cfg = TrainConfig(data="", batch_size=batch, compile=compile)
+    autocast = use_bf16(bf16, dev)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
+    model = create_model(name).to(dev).to(memory_format=torch.channels_last).train()
+    opt, forward, g = make_optimizer(model, cfg, dev), compiled(model, cfg), torch.Generator(device=dev).manual_seed(0)
+    faces = torch.randint(0, 256, (batch, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(dev)
+    labels = torch.randint(0, 7, (batch,), device=dev)
+    target = torch.nn.functional.one_hot(labels, 7).float()
+    total = torch.zeros((), device=dev)
+
+    def run(steps: int) -> None:
+        nonlocal total
+        for _ in range(steps):
+            x = augment(faces, cfg, g).contiguous(memory_format=torch.channels_last)
+            loss, logits = train_step(forward, opt, x, target, cfg, autocast)
+            total = total + loss + (logits.argmax(1) == labels).sum()
+        total.item()  # wait for the device
+
+    run(3)  # warm-up (and compilation)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or steps < 3:
+        chunk = 1 if dev.type == "cpu" else 20
+        run(chunk)
+        steps += chunk
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -73,14 +88,19 @@ def onnx_latency(model_path: Path, batch: int, threads: int | None, repeats: int
     return statistics.median(times) * 1000 / batch
 
 
-def models_table(names: list[str] | None = None, threads: int | None = None, bf16: str = "auto") -> Table:
-    """Untrained weights: speed does not depend on them."""
+def models_table(names: list[str] | None = None, threads: int | None = None, bf16: str = "auto", device: str = "auto",
+                 batches: Sequence[int] = (64,), compile: bool = False) -> Table:
+    """Training img/s at each batch size on `device`, and ONNX Runtime ms per face on this CPU.
+    Untrained weights: speed does not depend on them."""
     import torch  # see train_speed
 
+    from .checkpoints import pick_device
     from .models import count_parameters, create_model, list_models
 
-    table = Table(title=f"ferkit models on this machine ({os.cpu_count()} CPU cores, bf16 {bf16})")
-    for column in ("model", "params (M)", "train img/s", "ms/face batch 1", "ms/face batch 32"):
+    dev = pick_device(device)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    table = Table(title=f"ferkit models on this machine (training on {where}, bf16 {bf16}{', compiled' if compile else ''}; ONNX Runtime on the CPU)")
+    for column in ("model", "params (M)", *(f"train img/s b{b}" for b in batches), "ms/face batch 1", "ms/face batch 32"):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names or list_models():
@@ -88,8 +108,57 @@ def models_table(names: list[str] | None = None, threads: int | None = None, bf1
             model = create_model(name).eval()
             torch.onnx.export(model, (torch.zeros(1, 1, 48, 48),), str(path), input_names=["faces"],
                               dynamic_axes={"faces": {0: "batch"}}, opset_version=17, dynamo=False)
-            table.add_row(name, f"{count_parameters(model) / 1e6:.2f}", f"{train_speed(name, bf16=bf16):.0f}",
+            speeds = [f"{train_speed(name, b, bf16, device, compile):.0f}" for b in batches]
+            table.add_row(name, f"{count_parameters(model) / 1e6:.2f}", *speeds,
                           f"{onnx_latency(path, 1, threads):.2f}", f"{onnx_latency(path, 32, threads):.3f}")
+    return table
+
+
+# --- quantization: int8 copies of a model against the float one ----------------------------------
+
+# (weights, calibration, reduced range): the settings tried. On AVX2 without VNNI, int8 x int8
+# products can saturate (ONNX Runtime's docs), which the reduced range or uint8 weights avoid.
+QUANTIZATIONS = {
+    "s8, min-max": (QuantType.QInt8, CalibrationMethod.MinMax, False),
+    "s8, percentile": (QuantType.QInt8, CalibrationMethod.Percentile, False),
+    "s8, min-max, 7-bit": (QuantType.QInt8, CalibrationMethod.MinMax, True),
+    "s8, percentile, 7-bit": (QuantType.QInt8, CalibrationMethod.Percentile, True),
+    "u8, percentile": (QuantType.QUInt8, CalibrationMethod.Percentile, False),
+}
+
+
+class _Faces(CalibrationDataReader):
+    def __init__(self, faces: np.ndarray, batch: int = 64) -> None:
+        self.batches = iter([{"faces": normalize(faces[i : i + batch])} for i in range(0, len(faces), batch)])
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
+
+
+def quantize_table(model: str | None, data: Path, calibration: int = 1024, threads: int | None = None) -> Table:
+    """Static int8 copies of a model (QDQ, per channel, calibrated on `calibration` random training
+    faces), each against the float model on all of PublicTest: top-1 agreement (ferkit ships one
+    only at >= 99.5%), accuracy, and ms per face."""
+    source = model_path(model)
+    part = load(data)
+    train, public = part.split("Training"), part.split("PublicTest")
+    faces = train.pixels[np.random.default_rng(0).permutation(len(train))[:calibration]]
+    table = Table(title=f"int8 copies of {source.name} (PublicTest, {len(public)} faces; {calibration} calibration faces)")
+    for column in ("model", "top-1 agreement", "accuracy", "MB", "ms/face batch 1", "ms/face batch 32"):
+        table.add_column(column, justify="right")
+    reference = EmotionClassifier(source).predict_proba(public.pixels).argmax(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))
+        rows = {"float32": source}
+        for name, (weights, method, reduce) in QUANTIZATIONS.items():
+            rows[name] = Path(tmp) / f"{len(rows)}.onnx"
+            quantize_static(str(prepared), str(rows[name]), _Faces(faces), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=weights, calibrate_method=method, reduce_range=reduce)
+        for name, path in rows.items():
+            top = EmotionClassifier(path).predict_proba(public.pixels).argmax(1)
+            table.add_row(name, f"{(top == reference).mean():.2%}", f"{(top == public.labels).mean():.2%}",
+                          f"{path.stat().st_size / 1e6:.1f}", f"{onnx_latency(path, 1, threads):.2f}", f"{onnx_latency(path, 32, threads):.3f}")
     return table
 
 

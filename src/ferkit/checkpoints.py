@@ -7,6 +7,7 @@ Training, evaluation, export and the benchmarks share these; nothing on the infe
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,19 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def hardware(device: torch.device) -> str:
+    """This machine's CPU, cores and, when training on one, GPU: what a model card says it was trained on."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}"
+
+
+def provenance(device: torch.device, seconds: float) -> dict:
+    """Where and for how long a checkpoint was trained, kept in it: its card is written elsewhere, later."""
+    return {"hardware": hardware(device), "torch": str(torch.__version__), "seconds": round(seconds, 1)}
 
 
 def save_atomic(obj: dict, path: Path) -> None:

@@ -238,32 +238,39 @@ def serve(
 @app.command()
 @config_options(RecognizerConfig, names=("model",))
 def benchmark(
-    what: str = typer.Argument(..., help="models, pipeline or server."),
+    what: str = typer.Argument(..., help="models, pipeline, quantize or server."),
     models: Optional[list[str]] = typer.Option(None, "--models", help="models: which registered models (default: all)."),
     video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
                                help="pipeline: the video the 640x480 test clips are made from."),
     frames: int = typer.Option(300, help="pipeline: frames per test clip."),
+    data: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "fer2013.npz",
+                              help="quantize: FER2013 (calibration on Training, agreement on PublicTest)."),
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     *,
     config: RecognizerConfig,
     clients: int = typer.Option(50, help="server: concurrent clients."),
     seconds: float = typer.Option(30.0, help="server: duration."),
     bf16: str = typer.Option("auto", help="models: bf16 autocast in the training steps: auto, on or off."),
+    device: str = typer.Option("auto", help="models: where to time training steps: auto (a GPU if present), cpu or cuda."),
+    batch: Optional[list[int]] = typer.Option(None, "--batch", help="models: training batch size(s) to time (default 64)."),
+    compile: bool = typer.Option(False, "--compile", help="models: time the training steps through torch.compile."),
 ) -> None:
     """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load."""
     from . import benchmark as bench  # torch (models) and httpx (server): only when benchmarking
 
     with clean_errors():
         if what == "models":
-            table = bench.models_table(models, bf16=bf16)
+            table = bench.models_table(models, bf16=bf16, device=device, batches=batch or [64], compile=compile)
         elif what == "pipeline":
             if not video.is_file():
                 raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
             table = bench.pipeline_table(video, frames, config.model, peer=peer)
+        elif what == "quantize":
+            table = bench.quantize_table(config.model[0] if config.model else None, data)
         elif what == "server":
             table = bench.server_table(clients, seconds)
         else:
-            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline or server")
+            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, quantize or server")
     Console(width=160).print(table)
 
 

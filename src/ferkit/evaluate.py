@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from .classify import EmotionClassifier, model_path, softmax, tta_views
 from .data import EMOTIONS, load
-from .runs import read_log
+from .runs import checkpoint_log, read_log
 
 
 class CheckpointClassifier:
@@ -154,8 +154,8 @@ def write_reports(report: dict, out_dir: str | Path) -> list[Path]:
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
     paths[1].write_text(markdown(report))
     plot_confusion(report, paths[2])
-    log = Path(report["models"][0]).parent / "log.csv"
-    if log.is_file():
+    log = checkpoint_log(report["models"][0])
+    if log is not None:
         plot_curves(read_log(log), out / "curves.png")
         paths.append(out / "curves.png")
     return paths

@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoints import load_checkpoint, pick_device, predict_logits
+from .checkpoints import hardware, load_checkpoint, pick_device, predict_logits
 from .classify import EmotionClassifier, softmax
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
 from .errors import DataError
 from .evaluate import label_source, metrics, predict
 from .models import count_parameters
 from .runs import lineage, train_command
-
-
-def hardware() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores{gpu}"
 
 
 def sha256(path: Path) -> str:
@@ -65,9 +56,12 @@ def export(
         "training_command": train_command(config),
         "training_data": Path(config["data"]).name + (f" + FER+ {Path(config['ferplus']).name}" if config.get("ferplus") else ""),
     }
+    if "provenance" in state:  # where, how long and on what schedule the checkpoint was trained
+        card["provenance"] = state["provenance"]
     stages = lineage(checkpoint, config)
     if any(stage["log"] for stage in stages):
-        card["training"] = {"hours": round(sum(stage["hours"] for stage in stages), 2), "hardware": hardware(), "stages": stages}
+        made_on = state.get("provenance", {}).get("hardware") or hardware(pick_device("cpu"))
+        card["training"] = {"hours": round(sum(stage["hours"] for stage in stages), 2), "hardware": made_on, "stages": stages}
     if data is not None:
         ferplus = scoring_labels(config, ferplus)
         part = load(data, ferplus=ferplus).split(split)

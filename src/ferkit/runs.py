@@ -24,7 +24,7 @@ class TrainConfig:
     and flag in the metadata) and one flag of `train_command`; `runs_dir` is where, not how."""
 
     data: str = field(metadata={"type": Path, "help": "fer2013.npz, fer2013.csv or an image folder (train/<emotion>/...)."})
-    model: str = field(default="resnet_fer", metadata={"help": "Architecture from the registry (see `ferkit benchmark`)."})
+    model: str = field(default="resnet_fer_w48", metadata={"help": "Architecture from the registry (see `ferkit benchmark models`); the default is the shipped model's."})
     name: str = field(default="", metadata={"help": "Run name: the run lives in RUNS_DIR/NAME (default: the model name)."})
     runs_dir: str = field(default="runs", metadata={"type": Path, "help": "Folder for runs."})
     epochs: int = field(default=60, metadata={"min": 1})
@@ -48,6 +48,8 @@ class TrainConfig:
     soft_labels: bool = field(default=False, metadata={"help": "With --ferplus: train on the vote distributions."})
     pretrained: str | None = field(default=None, metadata={"type": Optional[Path], "help": "Weights to start from: a checkpoint (matching names and shapes), an exported .onnx file of the same --model, or a shipped model by name (fer2013, ferplus)."})
     ema: float = field(default=0.0, metadata={"min": 0.0, "max": 0.99999, "help": "Score and save an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off."})
+    time_budget: float | None = field(default=None, metadata={"min": 1.0, "help": "Train for this many seconds of wall-clock time instead of --epochs: warm-up, then cosine decay by the clock, so the run ends fully decayed when the time is spent (a GPU lease, say)."})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model: faster steps on a GPU after a minute of compiling."})
     teachers: tuple[str, ...] = field(default=(), metadata={"flag": "--teacher", "type": Optional[list[Path]], "help": "A trained checkpoint (best.pt) to distil from, or fer2013new.csv to learn FER+'s ten annotators' votes beside the FER2013 labels; repeat it for several teachers."})
     distill: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0, "help": "With --teacher: weight of the teachers' probabilities in the target (the label has the rest)."})
     seed: int = 0
@@ -92,6 +94,13 @@ def read_log(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def checkpoint_log(checkpoint: str | Path) -> Path | None:
+    """The log of the run a checkpoint came from: its run folder's log.csv, or `<name>.log.csv` beside
+    a checkpoint kept outside its run (as ../shared/models keeps the GPU-trained ones)."""
+    path = Path(checkpoint)
+    return next((log for log in (path.parent / "log.csv", path.with_suffix(".log.csv")) if log.is_file()), None)
+
+
 def train_command(config: dict) -> str:
     """The `ferkit train` command line that reproduces a run's config (defaults left out), with the
     flags `TrainConfig` declares for `ferkit train`."""
@@ -129,18 +138,17 @@ def lineage(checkpoint: str | Path, config: dict) -> list[dict]:
     """The training runs behind a checkpoint, oldest first: a run started `--pretrained` from another
     ferkit run's checkpoint continues that run, so reproducing it takes both commands. A run started
     from an exported model (a shipped one, say) continues the stages its card lists."""
-    run = Path(checkpoint).parent
+    log = checkpoint_log(checkpoint)
     stages = []
     while True:
-        log = run / "log.csv"
-        rows = read_log(log) if log.is_file() else []
+        rows = read_log(log) if log else []
         stages.insert(0, {"command": train_command(config), "epochs_run": len(rows),
                           "hours": round(sum(r["seconds"] for r in rows) / 3600, 2),
                           "log": [{k: round(v, 4) for k, v in r.items()} for r in rows]})
         parent = parent_run(config)
         if parent is None:
             break
-        run, config = parent, json.loads((parent / "config.json").read_text())
+        log, config = checkpoint_log(parent / "best.pt"), json.loads((parent / "config.json").read_text())
     start = model_path(config["pretrained"]) if config.get("pretrained") else None
     card = start.with_suffix(".json") if start is not None and start.suffix == ".onnx" else None
     if card is not None and card.is_file():
