@@ -62,6 +62,51 @@ def tiny_onnx(tiny_run: Path, fer_npz: Path) -> Path:
     return out
 
 
+def write_clip(source: Path, out: Path, frames: int = 45, audio: str = "aac") -> None:
+    """The first `frames` frames of `source` as MPEG-4 Part 2 video with a 440 Hz tone as sound:
+    AAC in an MP4, or `audio="pcm_s16le"` in an AVI (as some cameras record), made here with PyAV
+    so that no video file is committed."""
+    import av
+    import cv2
+    import numpy as np
+
+    cap = cv2.VideoCapture(str(source))
+    with av.open(str(out), "w", format="avi" if audio == "pcm_s16le" else "mp4") as container:
+        video = container.add_stream("mpeg4", rate=30)
+        video.width, video.height, video.pix_fmt = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), "yuv420p"
+        sound = container.add_stream(audio, rate=48000)
+        sound.layout = "mono"
+        for i in range(frames):
+            ok, frame = cap.read()
+            assert ok
+            picture = av.VideoFrame.from_ndarray(frame, format="bgr24")
+            picture.pts = i
+            container.mux(video.encode(picture))
+        tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(48000 * frames // 30) / 48000)
+        samples = (tone * 32767).astype(np.int16) if audio == "pcm_s16le" else tone.astype(np.float32)
+        wave = av.AudioFrame.from_ndarray(samples[None], format=sound.codec_context.format.name, layout="mono")
+        wave.sample_rate, wave.pts = 48000, 0
+        container.mux(sound.encode(wave))
+        container.mux(sound.encode(None))
+        container.mux(video.encode(None))
+
+
+@pytest.fixture(scope="session")
+def clip_with_sound(fer_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """45 frames (1.5 s) of the shared talking-face video with an AAC sound track."""
+    path = tmp_path_factory.mktemp("clip") / "talk.mp4"
+    write_clip(fer_npz.parent / "face_talking_854x480.mp4", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def annotated_clip(clip_with_sound: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`ferkit video` run once on the clip with sound (to an annotated video and per-frame CSV), shared
+    by the tests that probe the result and the one that plays it in Chromium."""
+    out = tmp_path_factory.mktemp("annotated") / "talk_ferkit.mp4"
+    return out, ferkit("video", clip_with_sound, "--out", out, "--csv", out.with_name("frames.csv"))
+
+
 @pytest.fixture(scope="session")
 def astronaut_bgr():
     """A real photo with one smiling face (scikit-image's astronaut, Eileen Collins, NASA)."""

@@ -245,9 +245,10 @@ def video(
               + (f" ({labels})" if labels else "") + f", {summary['fps']:.1f} FPS")
     if not summary["complete"]:
         err.print(f"[yellow]warning:[/yellow] the video broke off after {summary['frames']} of {summary['expected_frames']} frames; results cover those")
-    for path in (output, results):
-        if path:
-            err.print(f"wrote {path}")
+    if output:
+        err.print(f"wrote {output} (H.264; audio: {summary['audio']})", soft_wrap=True)
+    if results:
+        err.print(f"wrote {results}")
 
 
 @app.command()

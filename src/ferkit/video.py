@@ -1,14 +1,17 @@
-"""Video files: every frame through the pipeline, with tracking, to an annotated mp4 and per-frame results."""
+"""Video files: every frame through the pipeline, with tracking, to an annotated H.264 mp4 (with the
+source's sound, see encode.py) and per-frame results."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
 
-from .annotate import draw, draw_fps
+from .annotate import draw
+from .encode import VideoEncoder
+from .progress import Meter
 from .recognize import DETECT_EVERY, EmotionRecognizer
 from .report import ResultWriter
 
@@ -38,8 +41,6 @@ def process_video(
 
     A video that breaks part-way stops there: what was read is written out and the summary says so.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     path = Path(source)
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
@@ -50,39 +51,28 @@ def process_video(
     if not ok:
         cap.release()
         raise VideoError(f"{path}: no frame could be decoded")
-    writer = None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        h, w = frame.shape[:2]
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        if not writer.isOpened():
-            cap.release()
-            raise VideoError(f"{out}: cannot write a video there")
     stream, labels, n, faces_seen = recognizer.stream(detect_every), Counter(), 0, 0
-    started = time.perf_counter()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-                   TextColumn("{task.fields[fps]:.1f} FPS"), TimeRemainingColumn(), disable=not progress)
+    size = frame.shape[1], frame.shape[0]
     try:
-        with ResultWriter(results, recognizer.labels, keys=("frame", "time")) as rows, bar:
-            task = bar.add_task(path.name, total=total, fps=0.0)
+        with (
+            ResultWriter(results, recognizer.labels, keys=("frame", "time")) as rows,
+            Meter(path.name, total, "frames", enabled=progress) as meter,
+            VideoEncoder(out, fps, size, audio_from=path) if out is not None else nullcontext() as writer,
+        ):
             while ok:
                 faces = stream(frame)
                 rows.write([n, round(n / fps, 3)], faces)
                 faces_seen += len(faces)
                 labels.update(f.label for f in faces)
                 n += 1
-                rate = n / (time.perf_counter() - started)
                 if writer is not None:
-                    canvas = draw(frame, faces, show_all)
-                    draw_fps(canvas, rate)
-                    writer.write(canvas)
-                bar.update(task, advance=1, fps=rate)
+                    writer.write(draw(frame, faces, show_all))  # no FPS counter: that is for live views
+                meter.advance()
                 ok, frame = cap.read()
     finally:
         cap.release()
-        if writer is not None:
-            writer.release()
-    seconds = time.perf_counter() - started
+    seconds = meter.seconds
     complete = total is None or n >= total
     return {"frames": n, "expected_frames": total, "complete": complete, "faces": faces_seen,
-            "tracks": stream.tracker.next_id - 1, "labels": dict(labels), "seconds": seconds, "fps": n / seconds}
+            "tracks": stream.tracker.next_id - 1, "labels": dict(labels), "seconds": seconds, "fps": n / seconds,
+            "audio": writer.audio if writer is not None else None}
