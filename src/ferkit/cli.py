@@ -187,9 +187,8 @@ def predict(
     """Recognise the emotion of every face in images or folders of images."""
     from collections import Counter
 
-    from rich.progress import track
-
     from .annotate import draw
+    from .progress import Meter
     from .recognize import ASSETS, EmotionRecognizer, ImageError, read_image
     from .report import ResultWriter
 
@@ -197,8 +196,9 @@ def predict(
         paths = find_images(sources or [ASSETS / "sample.jpg"])
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
         labels, failed = Counter(), 0
-        with ResultWriter(output, recognizer.labels) as writer:
-            for path, relative in track(paths, description="images", console=err, disable=len(paths) < 2 or not err.is_terminal):
+        meter = Meter("images", len(paths), "images", err, enabled=len(paths) > 1 and err.is_terminal)
+        with ResultWriter(output, recognizer.labels) as writer, meter:
+            for path, relative in meter.track(paths):
                 try:
                     image = read_image(path)
                     faces = recognizer.predict(image)
@@ -215,7 +215,8 @@ def predict(
                     cv2_write(target, draw(image, faces, show_all))
     counts = ", ".join(f"{k} {v}" for k, v in labels.most_common())
     faces = sum(labels.values())
-    err.print(f"{plural(len(paths), 'image')}, {plural(faces, 'face')}" + (f" ({counts})" if counts else "") + (f", {failed} unreadable" if failed else ""))
+    err.print(f"{plural(len(paths), 'image')}, {plural(faces, 'face')}" + (f" ({counts})" if counts else "") + (f", {failed} unreadable" if failed else "")
+              + f" in {meter.seconds:.1f} s, {meter.rate:.1f} images/s")
 
 
 @app.command()
