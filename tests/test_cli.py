@@ -71,3 +71,19 @@ def test_predict_shows_progress_with_rate_and_time_left_on_a_terminal(astronaut_
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)
     assert re.search(r"12/12 images, \d+\.\d images/s, ETA 0:00:00", plain), plain
     assert re.search(r"12 images, 12 faces \(happy 12\) in \d+\.\d s, \d+\.\d images/s", plain)
+
+
+def test_help_of_every_command_fits_80_columns() -> None:
+    """Every option's name is printed whole in an 80-column terminal (`--label-smoothi…` was not)."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from ferkit.cli import app
+
+    commands = typer.main.get_command(app).commands
+    for name, command in commands.items():
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0 and "…" not in result.output, result.output
+        assert max(map(len, result.output.splitlines())) <= 80
+        for param in command.params:
+            assert all(opt in result.output for opt in param.opts if opt.startswith("--")), (name, param.opts)

@@ -46,7 +46,7 @@ def train(
     weight_decay: float = typer.Option(5e-4),
     warmup_epochs: float = typer.Option(1.0),
     label_smoothing: float = typer.Option(0.1),
-    balance: bool = typer.Option(False, help="Class-balanced loss weights (inverse square root of class frequency)."),
+    balance: bool = typer.Option(False, "--balance", help="Class-balanced loss weights (inverse square root of class frequency)."),
     mixup: float = typer.Option(0.0, help="Mixup alpha; 0 turns it off."),
     erasing: float = typer.Option(0.5, help="Probability of random erasing."),
     rotation: float = typer.Option(15.0, help="Max rotation, degrees."),
@@ -57,7 +57,7 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Stop after this many epochs without PublicTest improvement."),
     subset: Optional[int] = typer.Option(None, help="Train on a stratified subset of this many images."),
     ferplus: Optional[Path] = typer.Option(None, help="fer2013new.csv: train on FER+ majority labels."),
-    soft_labels: bool = typer.Option(False, help="With --ferplus: train on the vote distributions."),
+    soft_labels: bool = typer.Option(False, "--soft-labels", help="With --ferplus: train on the vote distributions."),
     pretrained: Optional[Path] = typer.Option(None, help="Weights to start from: a checkpoint (matching names and shapes), an exported .onnx file of the same --model, or a shipped model by name (fer2013, ferplus)."),
     ema: float = typer.Option(0.0, min=0.0, max=0.99999, help="Score and save an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off."),
     teacher: Optional[list[Path]] = typer.Option(None, help="A trained checkpoint (best.pt) to distil from, or fer2013new.csv to learn FER+'s ten annotators' votes beside the FER2013 labels; repeat it for several teachers."),
@@ -65,7 +65,7 @@ def train(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     bf16: str = typer.Option("auto", help="auto (where the hardware has bf16), on or off."),
-    resume: bool = typer.Option(False, help="Continue the run RUNS_DIR/NAME from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run RUNS_DIR/NAME from its last checkpoint."),
 ) -> None:
     """Train a model on FER2013's Training split, choosing the checkpoint on PublicTest."""
     from .train import TrainConfig, train as run
