@@ -39,6 +39,38 @@ def fer(fer_npz: Path) -> FERData:
     return load(fer_npz)
 
 
+# Rows of each split in `small_data`: enough for every behaviour the tests check, a sixth of the time.
+SMALL_SPLITS = {"Training": 2000, "PublicTest": 600, "PrivateTest": 600}
+
+
+@pytest.fixture(scope="session")
+def small_data(fer_npz: Path, fer: FERData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slice of FER2013 (rows drawn at random with a fixed seed; see SMALL_SPLITS) as fer2013.npz,
+    with the same rows of fer2013new.csv beside it where FER+ is present, for the tests that train,
+    export or evaluate throwaway models: the whole splits would add time and check nothing more.
+    The shipped models are scored on the whole of PrivateTest (test_evaluate)."""
+    import numpy as np
+
+    from ferkit.data import SPLITS
+
+    rng = np.random.default_rng(0)
+    rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(fer.usage == SPLITS.index(name)), n, replace=False)
+                                   for name, n in SMALL_SPLITS.items()]))
+    folder = tmp_path_factory.mktemp("small_data")
+    np.savez(folder / "fer2013.npz", pixels=fer.pixels[rows], labels=fer.labels[rows], usage=fer.usage[rows])
+    ferplus = fer_npz.parent / "fer2013new.csv"
+    if ferplus.is_file():
+        lines = ferplus.read_text().splitlines(keepends=True)
+        (folder / "fer2013new.csv").write_text(lines[0] + "".join(lines[1 + i] for i in rows))
+    return folder / "fer2013.npz"
+
+
+@pytest.fixture(scope="session")
+def small_ferplus(small_data: Path, ferplus_csv: Path) -> Path:
+    """FER+ labels of `small_data`'s rows."""
+    return small_data.parent / "fer2013new.csv"
+
+
 def ferkit(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real `ferkit` command line, as a user would."""
     result = subprocess.run([sys.executable, "-m", "ferkit.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)

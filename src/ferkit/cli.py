@@ -309,18 +309,20 @@ def serve(
 
 @app.command()
 def benchmark(
-    what: str = typer.Argument(..., help="models, pipeline or server."),
+    what: str = typer.Argument(..., help="models, pipeline, server or memory."),
     models: Optional[list[str]] = typer.Option(None, "--models", help="models: which registered models (default: all)."),
     video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
-                               help="pipeline: the video the 640x480 test clips are made from."),
-    frames: int = typer.Option(300, help="pipeline: frames per test clip."),
+                               help="pipeline, memory: the video the 640x480 test clips are made from."),
+    frames: int = typer.Option(300, help="pipeline, memory: frames per test clip."),
+    data: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "fer2013.npz",
+                              help="memory: the data `evaluate` scores (PrivateTest)."),
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     model: Optional[list[Path]] = ModelOpt,
     clients: int = typer.Option(50, help="server: concurrent clients."),
     seconds: float = typer.Option(30.0, help="server: duration."),
     bf16: str = typer.Option("auto", help="models: bf16 autocast in the training steps: auto, on or off."),
 ) -> None:
-    """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load."""
+    """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load; peak memory per verb."""
     from . import benchmark as bench
 
     with clean_errors():
@@ -332,8 +334,13 @@ def benchmark(
             table = bench.pipeline_table(video, frames, list(model) if model else None, peer=peer)
         elif what == "server":
             table = bench.server_table(clients, seconds)
+        elif what == "memory":
+            for path in (data, video):
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path}: no such file; pass --data and --video or set FERKIT_DATA")
+            table = bench.memory_table(data, video, frames)
         else:
-            raise ValueError(f"unknown benchmark {what!r}; choose models, pipeline or server")
+            raise ValueError(f"unknown benchmark {what!r}; choose models, pipeline, server or memory")
     Console(width=160).print(table)
 
 
