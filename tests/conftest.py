@@ -80,17 +80,17 @@ def ferkit(*args: str, cwd: Path | None = None, check: bool = True) -> subproces
 
 
 @pytest.fixture(scope="session")
-def tiny_run(fer_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One short real training run (tiny_cnn, 1 epoch, 2,000 images), shared by the tests that need a checkpoint."""
+def tiny_run(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short real training run (tiny_cnn, 1 epoch, 1,000 images), shared by the tests that need a checkpoint."""
     runs = tmp_path_factory.mktemp("runs")
-    ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--runs-dir", runs, "--name", "tiny")
+    ferkit("train", "--data", small_data, "--model", "tiny_cnn", "--epochs", "1", "--subset", "1000", "--runs-dir", runs, "--name", "tiny")
     return runs / "tiny"
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_run: Path, fer_npz: Path) -> Path:
+def tiny_onnx(tiny_run: Path, small_data: Path) -> Path:
     out = tiny_run / "tiny.onnx"
-    ferkit("export", tiny_run / "best.pt", "--out", out, "--data", fer_npz)
+    ferkit("export", tiny_run / "best.pt", "--out", out, "--data", small_data)
     return out
 
 
