@@ -70,7 +70,7 @@ def test_a_failed_encoding_leaves_no_file(tmp_path: Path) -> None:
         with VideoEncoder(out, 30, (64, 48)) as encoder:
             for _ in range(60):
                 encoder.write(np.zeros((48, 64, 3), np.uint8))
-            assert out.with_name(".out.mp4.part").stat().st_size > 0 and not out.exists()
+            assert out.with_name(".out.mp4.part").is_file() and not out.exists()
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
     with VideoEncoder(out, 29.97, (65, 49)) as encoder:  # odd sides: 4:2:0 video needs even ones
@@ -94,8 +94,11 @@ def test_video_broken_part_way_keeps_what_was_read(clip_with_sound: Path, tmp_pa
     assert probe(tmp_path / "cut.mp4")["frames"] == len(rows)
 
 
-def test_bad_video_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_bad_video_is_one_line_exit_2(clip_with_sound: Path, tmp_path: Path) -> None:
     (tmp_path / "x.mp4").write_bytes(b"\x00" * 1000)
     for path in (tmp_path / "x.mp4", tmp_path / "missing.mp4"):
         result = ferkit("video", path, check=False)
         assert result.returncode == 2 and "Traceback" not in result.stderr and path.name in result.stderr
+    (tmp_path / "file").write_text("")
+    result = ferkit("video", clip_with_sound, "--out", tmp_path / "file" / "out.mp4", check=False)
+    assert result.returncode == 2 and "out.mp4: cannot write a video there" in result.stderr and "Traceback" not in result.stderr
