@@ -1,6 +1,11 @@
-"""ferkit: facial expression recognition (angry, disgust, fear, happy, sad, surprise, neutral)."""
+"""ferkit: facial expression recognition (angry, disgust, fear, happy, sad, surprise, neutral).
+
+`from ferkit import EmotionRecognizer` is all a user who predicts needs; it imports no torch.
+"""
 
 from .data import EMOTIONS
+from .errors import FerkitError
+from .recognize import EmotionRecognizer, RecognizerConfig, recognize_source
 
 __version__ = "0.1.0"
-__all__ = ["EMOTIONS", "__version__"]
+__all__ = ["EMOTIONS", "EmotionRecognizer", "FerkitError", "RecognizerConfig", "__version__", "recognize_source"]

@@ -15,13 +15,11 @@ from typing import Iterator
 import av
 import numpy as np
 
+from .errors import VideoError
+
 # Audio codecs browsers play from MP4 are copied packet for packet; any other (PCM from an AVI,
 # Vorbis) is re-encoded to AAC, so the result plays everywhere the video does.
 BROWSER_AUDIO = {"aac", "mp3", "opus", "flac"}
-
-
-class EncodeError(ValueError):
-    """An output video that cannot be written; the CLI prints it as one line and exits with code 2."""
 
 
 class VideoEncoder:
@@ -45,7 +43,7 @@ class VideoEncoder:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.partial.open("wb").close()  # FFmpeg opens the file only at the first frame: fail here instead
         except OSError as e:
-            raise EncodeError(f"{self.path}: cannot write a video there ({e.strerror or e})") from None
+            raise VideoError(f"{self.path}: cannot write a video there ({e.strerror or e})") from None
         self.container = av.open(str(self.partial), "w", format="mp4", options={"movflags": "+faststart"})
         self.video = self.container.add_stream("libx264", rate=self.rate)
         self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"

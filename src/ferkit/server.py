@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +12,14 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi_offline import FastAPIOffline
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from . import __version__
-from .recognize import EmotionRecognizer, ImageError, ImageTooLarge, decode_image
+from .errors import ImageError, ImageTooLarge
+from .recognize import EmotionRecognizer
+from .sources import decode_image
 
 WEB = Path(__file__).parent / "web"
 MB = 1024 * 1024
@@ -38,9 +43,6 @@ async def read_upload(request: Request, limits: Limits) -> bytes:
         if len(body) > limits.max_bytes + 64 * 1024:  # multipart framing gets a little headroom
             raise HTTPException(413, f"upload too large: over {limits.max_bytes // MB} MB")
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        from starlette.datastructures import UploadFile
-        from starlette.formparsers import MultiPartException, MultiPartParser
-
         async def replay():
             yield bytes(body)
 
@@ -72,11 +74,10 @@ def decode(data: bytes, limits: Limits) -> np.ndarray:
 
 
 def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI app; one recognizer shared by all requests behind a lock (OpenCV's detectors
+    """The FastAPI app; one recognizer shared by all requests behind its lock (OpenCV's detectors
     are not safe to call from several threads at once; ONNX Runtime uses all cores per call)."""
     recognizer = recognizer or EmotionRecognizer()
     limits = limits or Limits()
-    lock = threading.Lock()
     # FastAPIOffline serves the /docs assets itself: plain FastAPI loads them from a CDN.
     app = FastAPIOffline(title="ferkit", version=__version__, description="Facial expression recognition: 7 emotions per face.")
     app.mount("/static", StaticFiles(directory=WEB), name="static")
@@ -99,6 +100,7 @@ def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | Non
             "architecture": card.get("architecture"),
             "metrics": card.get("metrics", {}),
             "detector": type(recognizer.detector).__name__,
+            "options": asdict(recognizer.config),
             "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels},
         }
 
@@ -111,10 +113,9 @@ def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | Non
     )
     async def predict(request: Request) -> dict:
         image = decode(await read_upload(request, limits), limits)
-        from starlette.concurrency import run_in_threadpool
 
         def run() -> tuple[list, float]:
-            with lock:
+            with recognizer.lock:  # held here too, so time_ms is the work, not the wait
                 t = time.perf_counter()
                 faces = recognizer.predict(image)
                 return faces, (time.perf_counter() - t) * 1000
