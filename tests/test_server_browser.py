@@ -106,12 +106,12 @@ def test_upload_tab_annotates_an_image(server: str, browser) -> None:
     page.close()
 
 
-def test_annotated_video_plays_with_its_sound(browser, annotated_clip) -> None:
+def test_annotated_video_plays_with_its_sound(browser, annotated_clip, tmp_path: Path) -> None:
     """`ferkit video`'s output plays in Chromium, picture and sound (OpenCV's mp4v files did not:
     "The element has no supported sources")."""
     video, _ = annotated_clip
-    player = video.with_name("play.html")
-    player.write_text(f'<video id="v" src="{video.name}" muted></video>')  # muted: autoplay needs no click
+    player = tmp_path / "play.html"
+    player.write_text(f'<video id="v" src="{video.as_uri()}" muted></video>')  # muted: autoplay needs no click
     page = browser.new_page()
     page.goto(player.as_uri())
     page.evaluate("document.querySelector('#v').play()")
