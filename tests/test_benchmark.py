@@ -30,6 +30,16 @@ def test_server_benchmark_has_no_errors() -> None:
     assert int(cells[0]) > 0 and cells[5] == "0"
 
 
+def test_memory_benchmark_stays_under_the_goal(small_data: Path, fer_npz: Path) -> None:
+    """Every verb's peak memory, measured in its own process, is within 1.5 GB: `evaluate --tta` on
+    600 faces once took 6,000 views in one ONNX Runtime run (11 GB for the 1,024 of a full split's batch)."""
+    out = ferkit("benchmark", "memory", "--data", small_data, "--frames", "20", "--video", fer_npz.parent / "face_talking_854x480.mp4").stdout
+    rows = {line.split("│")[1].strip(): [float(c) for c in line.split("│")[2:4]] for line in out.splitlines() if "ferkit " in line}
+    assert len(rows) == 4 and "ferkit evaluate --data fer2013.npz --split PrivateTest --tta" in rows
+    for command, (seconds, peak) in rows.items():
+        assert seconds > 0 and 50 < peak < 1500, (command, peak)
+
+
 PEER = Path(__file__).parents[1] / ".peer-venv" / "bin" / "python"
 
 

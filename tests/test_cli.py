@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -44,6 +48,7 @@ def test_predict_folder_to_csv_with_annotated_copies(astronaut_bgr: np.ndarray, 
     assert by_path["empty.png"][0]["label"] == "" and by_path["empty.png"][0]["error"] == ""
     assert "not a readable image" in by_path["broken.jpg"][0]["error"]
     assert "4 images" in result.stderr and "1 unreadable" in result.stderr
+    assert "ETA" not in result.stderr  # no progress bar where stderr is not a terminal
     saved = sorted(str(p.relative_to(tmp_path / "annotated")) for p in (tmp_path / "annotated").rglob("*.jpg"))
     assert saved == ["astronaut_ferkit.jpg", "sub/empty_ferkit.jpg", "sub/scene_ferkit.jpg"]
     annotated = cv2.imread(str(tmp_path / "annotated" / "astronaut_ferkit.jpg"))
@@ -71,3 +76,31 @@ def test_only_expected_errors_become_one_line(capsys: pytest.CaptureFixture) -> 
     with pytest.raises(ValueError, match="a bug"):
         with clean_errors():
             raise ValueError("a bug")
+
+
+def test_predict_shows_progress_with_rate_and_time_left_on_a_terminal(astronaut_bgr: np.ndarray, tmp_path: Path) -> None:
+    for i in range(12):
+        cv2.imwrite(str(tmp_path / f"photo{i:02}.jpg"), astronaut_bgr)
+    terminal = dict(os.environ, TTY_COMPATIBLE="1", COLUMNS="120")  # rich draws as on a terminal
+    result = subprocess.run([sys.executable, "-m", "ferkit.cli", "predict", tmp_path, "--out", tmp_path / "r.csv"],
+                            capture_output=True, text=True, env=terminal)
+    assert result.returncode == 0, result.stderr
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)
+    assert re.search(r"12/12 images, \d+\.\d images/s, ETA 0:00:00", plain), plain
+    assert re.search(r"12 images, 12 faces \(happy 12\) in \d+\.\d s, \d+\.\d images/s", plain)
+
+
+def test_help_of_every_command_fits_80_columns() -> None:
+    """Every option's name is printed whole in an 80-column terminal (`--label-smoothi…` was not)."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from ferkit.cli import app
+
+    commands = typer.main.get_command(app).commands
+    for name, command in commands.items():
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0 and "…" not in result.output, result.output
+        assert max(map(len, result.output.splitlines())) <= 80
+        for param in command.params:
+            assert all(opt in result.output for opt in param.opts if opt.startswith("--")), (name, param.opts)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ferkit
+from conftest import SMALL_SPLITS, ferkit
 from ferkit.data import EMOTIONS
 from ferkit.evaluate import markdown, metrics
 
@@ -38,11 +38,11 @@ def test_metrics_on_known_predictions() -> None:
     assert report["confusion"][0] == [1, 0, 0, 1, 0, 0, 0]
 
 
-def test_cli_evaluate_checkpoint_writes_json_markdown_and_plots(tiny_run: Path, fer_npz: Path, tmp_path: Path) -> None:
-    result = ferkit("evaluate", "--model", tiny_run / "best.pt", "--data", fer_npz, "--split", "PrivateTest",
+def test_cli_evaluate_checkpoint_writes_json_markdown_and_plots(tiny_run: Path, small_data: Path, tmp_path: Path) -> None:
+    result = ferkit("evaluate", "--model", tiny_run / "best.pt", "--data", small_data, "--split", "PrivateTest",
                     "--json", tmp_path / "r.json", "--out", tmp_path / "report")
     report = json.loads((tmp_path / "r.json").read_text())
-    check_report(report, 3589)
+    check_report(report, SMALL_SPLITS["PrivateTest"])
     assert report["split"] == "PrivateTest" and f"{report['accuracy']:.2%}" in result.stdout
     for name in ("report.json", "report.md", "confusion.png", "curves.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
@@ -51,27 +51,27 @@ def test_cli_evaluate_checkpoint_writes_json_markdown_and_plots(tiny_run: Path, 
     assert md == markdown(report) and "| disgust |" in md
 
 
-def test_cli_evaluate_onnx_with_tta(tiny_onnx: Path, fer_npz: Path, tmp_path: Path) -> None:
-    ferkit("evaluate", "--model", tiny_onnx, "--data", fer_npz, "--split", "PublicTest", "--json", tmp_path / "plain.json")
-    ferkit("evaluate", "--model", tiny_onnx, "--data", fer_npz, "--split", "PublicTest", "--tta", "--json", tmp_path / "tta.json")
+def test_cli_evaluate_onnx_with_tta(tiny_onnx: Path, small_data: Path, tmp_path: Path) -> None:
+    ferkit("evaluate", "--model", tiny_onnx, "--data", small_data, "--split", "PublicTest", "--json", tmp_path / "plain.json")
+    ferkit("evaluate", "--model", tiny_onnx, "--data", small_data, "--split", "PublicTest", "--tta", "--json", tmp_path / "tta.json")
     plain, tta = (json.loads((tmp_path / f).read_text()) for f in ("plain.json", "tta.json"))
-    check_report(plain, 3589)
-    check_report(tta, 3589)
+    check_report(plain, SMALL_SPLITS["PublicTest"])
+    check_report(tta, SMALL_SPLITS["PublicTest"])
     assert tta["tta"] and not plain["tta"] and tta["confusion"] != plain["confusion"]
 
 
-def test_evaluate_on_ferplus_labels(tiny_onnx: Path, fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
-    ferkit("evaluate", "--model", tiny_onnx, "--data", fer_npz, "--ferplus", ferplus_csv, "--json", tmp_path / "r.json")
+def test_evaluate_on_ferplus_labels(tiny_onnx: Path, small_data: Path, small_ferplus: Path, tmp_path: Path) -> None:
+    ferkit("evaluate", "--model", tiny_onnx, "--data", small_data, "--ferplus", small_ferplus, "--json", tmp_path / "r.json")
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["labels"] == "FER+ majority" and 3000 < report["images"] < 3589
+    assert report["labels"] == "FER+ majority" and 0.9 * SMALL_SPLITS["PrivateTest"] < report["images"] < SMALL_SPLITS["PrivateTest"]
     check_report(report, report["images"])
 
 
-def test_bad_model_is_one_line_exit_2(fer_npz: Path, tmp_path: Path) -> None:
+def test_bad_model_is_one_line_exit_2(small_data: Path, tmp_path: Path) -> None:
     (tmp_path / "broken.onnx").write_bytes(b"garbage")
     (tmp_path / "broken.pt").write_bytes(b"garbage")
     for path in (tmp_path / "broken.onnx", tmp_path / "broken.pt", tmp_path / "missing.onnx"):
-        result = ferkit("evaluate", "--model", path, "--data", fer_npz, check=False)
+        result = ferkit("evaluate", "--model", path, "--data", small_data, check=False)
         assert result.returncode == 2 and "Traceback" not in result.stderr and str(path.name) in result.stderr
 
 

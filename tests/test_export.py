@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from conftest import ferkit
+from conftest import SMALL_SPLITS, ferkit
 from ferkit.data import EMOTIONS
 
 
-def test_onnx_agrees_with_torch_on_all_of_private_test(tiny_onnx: Path) -> None:
+def test_onnx_agrees_with_torch_on_private_test(tiny_onnx: Path) -> None:
     card = json.loads(tiny_onnx.with_suffix(".json").read_text())
     check = card["onnx_check"]
-    assert check["split"] == "PrivateTest" and check["images"] == 3589
+    assert check["split"] == "PrivateTest" and check["images"] == SMALL_SPLITS["PrivateTest"]
     assert check["top1_agreement"] == 1.0 and check["max_prob_diff"] < 1e-4
 
 
@@ -24,7 +24,7 @@ def test_card_describes_the_file(tiny_onnx: Path) -> None:
     assert card["sha256"] == hashlib.sha256(tiny_onnx.read_bytes()).hexdigest()
     assert card["labels"] == list(EMOTIONS) and card["input"]["shape"] == [None, 1, 48, 48]
     assert card["architecture"] == "tiny_cnn" and card["training_command"].startswith("ferkit train ")
-    assert "--model tiny_cnn" in card["training_command"] and "--subset 2000" in card["training_command"]
+    assert "--model tiny_cnn" in card["training_command"] and "--subset 1000" in card["training_command"]
     # Any batch size goes through the exported graph.
     session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     for n in (1, 5):
@@ -32,10 +32,10 @@ def test_card_describes_the_file(tiny_onnx: Path) -> None:
         assert out.shape == (n, 7)
 
 
-def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, fer_npz: Path, tmp_path: Path) -> None:
+def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, small_data: Path, tmp_path: Path) -> None:
     """A run started --pretrained from another run continues it: the card gives both commands and both times
     (and the teacher it distilled from, by where a ferkit run lies)."""
-    ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--lr", "0.01",
+    ferkit("train", "--data", small_data, "--model", "tiny_cnn", "--epochs", "1", "--subset", "1000", "--lr", "0.01",
            "--runs-dir", tiny_run.parent, "--name", "tiny_again", "--pretrained", tiny_run / "best.pt",
            "--teacher", tiny_run / "best.pt", "--distill", "0.4")
     out = tiny_run.parent / "tiny_again" / "again.onnx"
@@ -54,7 +54,7 @@ def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, fer_npz: Pat
     shipped.parent.mkdir()
     shutil.copy(out, shipped)
     shutil.copy(out.with_suffix(".json"), shipped.with_suffix(".json"))
-    ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--lr", "0.01",
+    ferkit("train", "--data", small_data, "--model", "tiny_cnn", "--epochs", "1", "--subset", "1000", "--lr", "0.01",
            "--runs-dir", tiny_run.parent, "--name", "tiny_third", "--pretrained", shipped)
     third_out = tiny_run.parent / "tiny_third" / "third.onnx"
     ferkit("export", tiny_run.parent / "tiny_third" / "best.pt", "--out", third_out)
@@ -64,27 +64,27 @@ def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, fer_npz: Pat
     assert stages[2]["started_from"] == {"model": "shipped.onnx", "sha256": json.loads(out.with_suffix(".json").read_text())["sha256"]}
 
 
-def test_ferplus_model_is_scored_on_ferplus_labels(tiny_run: Path, fer_npz: Path, ferplus_csv: Path, tmp_path: Path) -> None:
+def test_ferplus_model_is_scored_on_ferplus_labels(tiny_run: Path, small_data: Path, small_ferplus: Path, tmp_path: Path) -> None:
     """A model taught FER+ labels is scored on them: with the file its run read, or one given where that is gone."""
     import torch
 
-    ferkit("train", "--data", fer_npz, "--model", "tiny_cnn", "--epochs", "1", "--subset", "2000", "--ferplus", ferplus_csv,
+    ferkit("train", "--data", small_data, "--model", "tiny_cnn", "--epochs", "1", "--subset", "1000", "--ferplus", small_ferplus,
            "--soft-labels", "--runs-dir", tiny_run.parent, "--name", "tiny_plus")
     checkpoint = tiny_run.parent / "tiny_plus" / "best.pt"
     out = tmp_path / "plus.onnx"
-    ferkit("export", checkpoint, "--out", out, "--data", fer_npz)
+    ferkit("export", checkpoint, "--out", out, "--data", small_data)
     card = json.loads(out.with_suffix(".json").read_text())
-    ferkit("evaluate", "--model", out, "--data", fer_npz, "--ferplus", ferplus_csv, "--json", tmp_path / "r.json")
+    ferkit("evaluate", "--model", out, "--data", small_data, "--ferplus", small_ferplus, "--json", tmp_path / "r.json")
     report = json.loads((tmp_path / "r.json").read_text())
     assert card["metrics"]["labels"] == "FER+ majority" and "--soft-labels" in card["training_command"]
-    assert card["onnx_check"]["images"] == report["images"] < 3589 and card["onnx_check"]["top1_agreement"] == 1.0
+    assert card["onnx_check"]["images"] == report["images"] < SMALL_SPLITS["PrivateTest"] and card["onnx_check"]["top1_agreement"] == 1.0
     assert card["metrics"]["PrivateTest_accuracy"] == round(report["accuracy"], 4)
 
     # The run's FER+ file has moved: a clear error, and --ferplus names it.
     state = torch.load(checkpoint, weights_only=False)
     state["config"]["ferplus"] = str(tmp_path / "gone" / "fer2013new.csv")
     torch.save(state, tmp_path / "moved.pt")
-    result = ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", fer_npz, check=False)
+    result = ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", small_data, check=False)
     assert result.returncode == 2 and "--ferplus" in result.stderr and "Traceback" not in result.stderr
-    ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", fer_npz, "--ferplus", ferplus_csv)
+    ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", small_data, "--ferplus", small_ferplus)
     assert json.loads((tmp_path / "moved.json").read_text())["metrics"]["PrivateTest_accuracy"] == card["metrics"]["PrivateTest_accuracy"]

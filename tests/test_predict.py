@@ -25,7 +25,9 @@ def test_predict_writes_results_and_annotated_copies(recognizer: EmotionRecogniz
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     warned: list[str] = []
     summary = predict([photos, ASSETS / "sample.jpg"], recognizer, tmp_path / "r.jsonl", tmp_path / "saved", warn=warned.append)
+    seconds, rate = summary.pop("seconds"), summary.pop("rate")
     assert summary == {"images": 4, "faces": 3, "labels": {"happy": 3}, "unreadable": 1}
+    assert seconds > 0 and rate == pytest.approx(4 / seconds)
     assert len(warned) == 1 and "broken.jpg: not a readable image" in warned[0]
     records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [Path(r["path"]).name for r in records] == ["astronaut.png", "broken.jpg", "astronaut.png", "sample.jpg"]

@@ -104,3 +104,21 @@ def test_upload_tab_annotates_an_image(server: str, browser) -> None:
     assert "1 face(s)" in page.text_content("#upload-status")
     page.screenshot(path=str(ARTIFACTS / "web_upload.png"), full_page=True)
     page.close()
+
+
+def test_annotated_video_plays_with_its_sound(browser, annotated_clip, tmp_path: Path) -> None:
+    """`ferkit video`'s output plays in Chromium, picture and sound (OpenCV's mp4v files did not:
+    "The element has no supported sources")."""
+    video, _ = annotated_clip
+    player = tmp_path / "play.html"
+    player.write_text(f'<video id="v" src="{video.as_uri()}" muted></video>')  # muted: autoplay needs no click
+    page = browser.new_page()
+    page.goto(player.as_uri())
+    page.evaluate("document.querySelector('#v').play()")
+    page.wait_for_function("document.querySelector('#v').currentTime > 0.5", timeout=30_000)
+    state = page.evaluate("""() => { const v = document.querySelector('#v');
+        return {width: v.videoWidth, height: v.videoHeight, error: v.error && v.error.message,
+                video_bytes: v.webkitVideoDecodedByteCount, audio_bytes: v.webkitAudioDecodedByteCount}; }""")
+    assert state["width"] == 854 and state["height"] == 480 and state["error"] is None
+    assert state["video_bytes"] > 0 and state["audio_bytes"] > 0  # the sound track is decoded too
+    page.close()

@@ -1,6 +1,7 @@
 """Benchmarks that print tables: model speed (training and inference), the whole pipeline's frame
-rate on 640x480 video, and the REST API under concurrent load. Run them with `ferkit benchmark
-models|pipeline|server` or the scripts in benchmarks/; every speed figure in the README comes from here.
+rate on 640x480 video, the REST API under concurrent load, and the peak memory of each verb. Run
+them with `ferkit benchmark models|pipeline|server|memory` or the scripts in benchmarks/; every
+speed and memory figure in the README comes from here.
 """
 
 from __future__ import annotations
@@ -332,4 +333,44 @@ def server_table(clients: int = 50, seconds: float = 30, image: Path = ASSETS / 
     for column in ("requests", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors", "server peak MB"):
         table.add_column(column, justify="right")
     table.add_row(str(total), f"{len(latencies) / wall:.1f}", *(f"{np.percentile(ms, q):.0f}" for q in (50, 95, 99)), str(errors), f"{peak:.0f}")
+    return table
+
+
+# --- memory: peak resident memory of each verb, each in its own process ---------------------------
+
+def peak_memory(args: list[str]) -> tuple[float, float]:
+    """Run `ferkit ARGS` in a child process; return its peak resident memory in MB (the kernel's
+    ru_maxrss for that child, read by wait4: the child's own, not the benchmark's) and its seconds."""
+    with tempfile.TemporaryFile() as log:
+        started = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-m", "ferkit.cli", *map(str, args)], stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            log.seek(0)
+            last = (log.read().decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            raise FerkitError(f"ferkit {' '.join(map(str, args))} failed: {last}")
+    return usage.ru_maxrss / 1024, seconds  # Linux gives kB
+
+
+def memory_table(data: Path, video: Path, frames: int = 300) -> Table:
+    """Peak memory of the verbs that take the most: `evaluate` (with and without --tta) on
+    PrivateTest, `video` on a 640x480 clip with five faces, `predict --tta` on the sample photo.
+    (`ferkit benchmark server` gives the server's.)"""
+    table = Table(title=f"peak resident memory, each command in its own process, {os.cpu_count()} CPU cores")
+    for column in ("command", "seconds", "peak MB"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_videos(video, Path(tmp), frames)["5 faces"]
+        commands = [
+            ["predict", "--tta", ASSETS / "sample.jpg"],
+            ["video", clip, "--out", Path(tmp) / "annotated.mp4", "--csv", Path(tmp) / "frames.csv"],
+            ["evaluate", "--data", data, "--split", "PrivateTest"],
+            ["evaluate", "--data", data, "--split", "PrivateTest", "--tta"],
+        ]
+        for args in commands:
+            peak, seconds = peak_memory(args)
+            shown = " ".join(Path(a).name if isinstance(a, Path) else a for a in args)
+            table.add_row(f"ferkit {shown}", f"{seconds:.1f}", f"{peak:.0f}")
     return table

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .classify import ASSETS
-from .errors import FerkitError, OptionError, VideoError
+from .errors import DataError, FerkitError, OptionError, VideoError
 from .predict import predict as predict_images
 from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, RecognizerConfig
 from .runs import TrainConfig
@@ -84,7 +84,7 @@ def clean_errors() -> Iterator[None]:
 @config_options(TrainConfig)
 def train(
     config: TrainConfig,
-    resume: bool = typer.Option(False, help="Continue the run RUNS_DIR/NAME from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run RUNS_DIR/NAME from its last checkpoint."),
 ) -> None:
     """Train a model on FER2013's Training split, choosing the checkpoint on PublicTest."""
     from .train import train as run  # torch: only the training verbs need it
@@ -166,7 +166,7 @@ def predict(
     counts = ", ".join(f"{k} {v}" for k, v in Counter(summary["labels"]).most_common())
     failed = summary["unreadable"]
     err.print(f"{plural(summary['images'], 'image')}, {plural(summary['faces'], 'face')}" + (f" ({counts})" if counts else "")
-              + (f", {failed} unreadable" if failed else ""))
+              + (f", {failed} unreadable" if failed else "") + f" in {summary['seconds']:.1f} s, {summary['rate']:.1f} images/s")
 
 
 @app.command()
@@ -188,9 +188,10 @@ def video(
               + (f" ({labels})" if labels else "") + f", {summary['fps']:.1f} FPS")
     if not summary["complete"]:
         err.print(f"[yellow]warning:[/yellow] the video broke off after {summary['frames']} of {summary['expected_frames']} frames; results cover those")
-    for path in (output, results):
-        if path:
-            err.print(f"wrote {path}")
+    if output:
+        err.print(f"wrote {output} (H.264; audio: {summary['audio']})", soft_wrap=True)
+    if results:
+        err.print(f"wrote {results}")
 
 
 @app.command()
@@ -238,13 +239,13 @@ def serve(
 @app.command()
 @config_options(RecognizerConfig, names=("model",))
 def benchmark(
-    what: str = typer.Argument(..., help="models, pipeline, quantize or server."),
+    what: str = typer.Argument(..., help="models, pipeline, quantize, server or memory."),
     models: Optional[list[str]] = typer.Option(None, "--models", help="models: which registered models (default: all)."),
     video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
-                               help="pipeline: the video the 640x480 test clips are made from."),
-    frames: int = typer.Option(300, help="pipeline: frames per test clip."),
+                               help="pipeline, memory: the video the 640x480 test clips are made from."),
+    frames: int = typer.Option(300, help="pipeline, memory: frames per test clip."),
     data: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "fer2013.npz",
-                              help="quantize: FER2013 (calibration on Training, agreement on PublicTest)."),
+                              help="memory: the data `evaluate` scores (PrivateTest); quantize: calibration on Training, agreement on PublicTest."),
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     *,
     config: RecognizerConfig,
@@ -255,7 +256,7 @@ def benchmark(
     batch: Optional[list[int]] = typer.Option(None, "--batch", help="models: training batch size(s) to time (default 64)."),
     compile: bool = typer.Option(False, "--compile", help="models: time the training steps through torch.compile."),
 ) -> None:
-    """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load."""
+    """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load; peak memory per verb."""
     from . import benchmark as bench  # torch (models) and httpx (server): only when benchmarking
 
     with clean_errors():
@@ -269,8 +270,14 @@ def benchmark(
             table = bench.quantize_table(config.model[0] if config.model else None, data)
         elif what == "server":
             table = bench.server_table(clients, seconds)
+        elif what == "memory":
+            if not data.is_file():
+                raise DataError(f"{data}: no such file; pass --data or set FERKIT_DATA")
+            if not video.is_file():
+                raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
+            table = bench.memory_table(data, video, frames)
         else:
-            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, quantize or server")
+            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, quantize, server or memory")
     Console(width=160).print(table)
 
 

@@ -9,11 +9,10 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-from rich.console import Console
-from rich.progress import track
 
 from .annotate import draw
 from .errors import ImageError
+from .progress import Meter
 from .recognize import EmotionRecognizer, recognize_source
 from .results import ResultWriter
 from .sources import Images
@@ -29,14 +28,14 @@ def predict(
     warn: Callable[[str], None] = print,
 ) -> dict:
     """Recognise every face in images, folders (recursive) and glob patterns; return a summary
-    (images, faces, labels, unreadable). Results go to `out` (.jsonl or .csv; JSON lines on stdout
+    (images, faces, labels, unreadable, seconds, rate in images a second). With `progress`, a bar
+    with the rate and the time left is drawn on stderr. Results go to `out` (.jsonl or .csv; JSON lines on stdout
     without it). An unreadable image is told to `warn`, recorded with its error, and skipped."""
     images = Images(sources)
     labels, failed = Counter(), 0
     frames = recognize_source(images, recognizer)
-    bar = Console(stderr=True)
-    with ResultWriter(out, recognizer.labels) as writer:
-        for frame, faces in track(frames, total=len(images), description="images", console=bar, disable=len(images) < 2 or not progress):
+    with ResultWriter(out, recognizer.labels) as writer, Meter("images", len(images), "images", enabled=len(images) > 1 and progress) as meter:
+        for frame, faces in meter.track(frames):
             if frame.image is None:
                 warn(frame.error)
                 writer.write([frame.origin], error=frame.error)
@@ -48,7 +47,8 @@ def predict(
                 target = save / frame.name.with_name(frame.name.stem + "_ferkit.jpg")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 write_image(target, draw(frame.image, faces, show_all))
-    return {"images": len(images), "faces": sum(labels.values()), "labels": dict(labels), "unreadable": failed}
+    return {"images": len(images), "faces": sum(labels.values()), "labels": dict(labels), "unreadable": failed,
+            "seconds": meter.seconds, "rate": meter.rate}
 
 
 def write_image(path: Path, image: np.ndarray) -> None:

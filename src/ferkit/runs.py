@@ -34,7 +34,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    balance: bool = field(default=False, metadata={"help": "Class-balanced loss weights (inverse square root of class frequency)."})
+    balance: bool = field(default=False, metadata={"flag": "--balance", "help": "Class-balanced loss weights (inverse square root of class frequency)."})
     mixup: float = field(default=0.0, metadata={"help": "Mixup alpha; 0 turns it off."})
     erasing: float = field(default=0.5, metadata={"help": "Probability of random erasing."})
     rotation: float = field(default=15.0, metadata={"help": "Max rotation, degrees."})
@@ -45,7 +45,7 @@ class TrainConfig:
     patience: int | None = field(default=None, metadata={"help": "Stop after this many epochs without PublicTest improvement."})
     subset: int | None = field(default=None, metadata={"help": "Train on a stratified subset of this many images."})
     ferplus: str | None = field(default=None, metadata={"type": Optional[Path], "help": "fer2013new.csv: train on FER+ majority labels."})
-    soft_labels: bool = field(default=False, metadata={"help": "With --ferplus: train on the vote distributions."})
+    soft_labels: bool = field(default=False, metadata={"flag": "--soft-labels", "help": "With --ferplus: train on the vote distributions."})
     pretrained: str | None = field(default=None, metadata={"type": Optional[Path], "help": "Weights to start from: a checkpoint (matching names and shapes), an exported .onnx file of the same --model, or a shipped model by name (fer2013, ferplus)."})
     ema: float = field(default=0.0, metadata={"min": 0.0, "max": 0.99999, "help": "Score and save an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off."})
     time_budget: float | None = field(default=None, metadata={"min": 1.0, "help": "Train for this many seconds of wall-clock time instead of --epochs: warm-up, then cosine decay by the clock, so the run ends fully decayed when the time is spent (a GPU lease, say)."})

@@ -1,16 +1,15 @@
-"""Video files: every frame through the pipeline, with tracking, to an annotated mp4 and per-frame results."""
+"""Video files: every frame through the pipeline, with tracking, to an annotated H.264 mp4 (with the
+source's sound, see encode.py) and per-frame results."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
-import cv2
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-from .annotate import draw, draw_fps
-from .errors import VideoError
+from .annotate import draw
+from .encode import VideoEncoder
+from .progress import Meter
 from .recognize import EmotionRecognizer, recognize_source
 from .results import ResultWriter
 from .sources import Video
@@ -30,35 +29,24 @@ def process_video(
     A video that breaks part-way stops there: what was read is written out and the summary says so.
     """
     video = Video(source)
-    writer = None
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), video.fps, video.size)
-        if not writer.isOpened():
-            video.close()
-            raise VideoError(f"{out}: cannot write a video there")
     labels, tracks, faces_seen = Counter(), set(), 0
-    started = time.perf_counter()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-                   TextColumn("{task.fields[fps]:.1f} FPS"), TimeRemainingColumn(), disable=not progress)
     try:
-        with ResultWriter(results, recognizer.labels, keys=("frame", "time")) as rows, bar:
-            task = bar.add_task(video.path.name, total=video.total, fps=0.0)
+        with (
+            ResultWriter(results, recognizer.labels, keys=("frame", "time")) as rows,
+            Meter(video.path.name, video.total, "frames", enabled=progress) as meter,
+            VideoEncoder(out, video.fps, video.size, audio_from=video.path) if out is not None else nullcontext() as writer,
+        ):
             for frame, faces in recognize_source(video, recognizer):
                 rows.write([frame.index, round(frame.time, 3)], faces)
                 faces_seen += len(faces)
                 labels.update(f.label for f in faces)
                 tracks.update(f.track_id for f in faces)
-                rate = (frame.index + 1) / (time.perf_counter() - started)
                 if writer is not None:
-                    canvas = draw(frame.image, faces, show_all)
-                    draw_fps(canvas, rate)
-                    writer.write(canvas)
-                bar.update(task, advance=1, fps=rate)
+                    writer.write(draw(frame.image, faces, show_all))  # no FPS counter: that is for live views
+                meter.advance()
     finally:
         video.close()
-        if writer is not None:
-            writer.release()
-    seconds, n = time.perf_counter() - started, video.read
+    seconds, n = meter.seconds, video.read
     return {"frames": n, "expected_frames": video.total, "complete": video.complete, "faces": faces_seen,
-            "tracks": len(tracks), "labels": dict(labels), "seconds": seconds, "fps": n / seconds}
+            "tracks": len(tracks), "labels": dict(labels), "seconds": seconds, "fps": n / seconds,
+            "audio": writer.audio if writer is not None else None}
