@@ -27,7 +27,7 @@ def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:
     log = (tiny_run / "log.csv").read_text().splitlines()
     assert log[0] == "epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds" and len(log) == 2
     val_acc = float(log[1].split(",")[5])
-    best = torch.load(tiny_run / "best.pt", weights_only=False)
+    best = torch.load(tiny_run / "best.pt", weights_only=True)
     assert best["epoch"] == 1 and np.isclose(best["val_acc"], val_acc)
     # One epoch on 2,000 images already beats always guessing one class of the 7 (chance ~1/7).
     assert val_acc > 0.2
@@ -173,7 +173,7 @@ def test_sigkill_then_resume_continues_exactly(fer_npz: Path, tmp_path: Path) ->
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"]
+    done = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"]
     assert 1 <= done < 3, "the kill must land before the run finished"
 
     again = ferkit(*_train_cmd(fer_npz, tmp_path, "killed", "--resume")[3:])
@@ -181,8 +181,8 @@ def test_sigkill_then_resume_continues_exactly(fer_npz: Path, tmp_path: Path) ->
     assert f"epoch {done}/3 " not in again.stderr  # finished epochs are not trained again
     rows = (tmp_path / "killed" / "log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
-    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
     for part in ("model", "ema"):
         assert all(torch.allclose(whole[part][k].float(), resumed[part][k].float(), atol=1e-5) for k in whole[part])
 
@@ -207,8 +207,8 @@ def test_training_options_ferplus_soft_balance_mixup_adamw_ema_teacher_and_targe
     assert config["ferplus"] and config["soft_labels"] and config["balance"] and config["optimizer"] == "adamw"
     assert config["teachers"] == [str(tiny_run / "best.pt")] and config["distill"] == 0.3
     # With --ema the checkpoint that ships holds the averaged weights, not the last trained ones.
-    best = torch.load(tmp_path / "plus" / "best.pt", weights_only=False)["model"]
-    last = torch.load(tmp_path / "plus" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "plus" / "best.pt", weights_only=True)["model"]
+    last = torch.load(tmp_path / "plus" / "last.pt", weights_only=True)
     weights = [k for k in best if k.endswith("weight")]
     assert all(torch.equal(best[k], last["ema"]["module." + k]) for k in weights)
     assert not all(torch.equal(best[k], last["model"][k]) for k in weights)

@@ -12,21 +12,16 @@ import torch
 
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
 from .evaluate import label_source, metrics, predict, read_log
-from .models import count_parameters, create_model
-from .recognize import EmotionClassifier, model_path, softmax
+from .models import count_parameters, create_model, load_state
+from .recognize import EmotionClassifier, ModelError, model_path, softmax
 from .train import TrainConfig, pick_device, predict_logits
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises pickle, zip and runtime errors for damaged files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path}: not a ferkit training checkpoint")
+    state = load_state(path)
+    if "model" not in state or "config" not in state:
+        raise ModelError(f"{path}: not a ferkit training checkpoint")
     model = create_model(state["config"]["model"], len(EMOTIONS))
     model.load_state_dict(state["model"])
     return model.eval(), state

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from .data import EMOTIONS, MEAN, STD, DataError, FERData, load, with_votes
-from .models import count_parameters, create_model
+from .models import count_parameters, create_model, load_state
 from .recognize import model_path
 
 LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
@@ -217,7 +217,7 @@ def teacher_targets(paths: tuple[str, ...], data: FERData, device: torch.device)
         if Path(path).suffix == ".csv":
             probs += torch.from_numpy(data.soft)
             continue
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state(path)
         teacher = create_model(state["config"]["model"], len(EMOTIONS)).to(device).to(memory_format=torch.channels_last)
         teacher.load_state_dict(state["model"])
         logits = (predict_logits(teacher, data.pixels, device) + predict_logits(teacher, flipped, device)) / 2
@@ -278,6 +278,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if not last.exists():
             raise FileNotFoundError(f"{last}: nothing to resume; start the run without --resume")
         cfg = replace(_read_config(run_dir), runs_dir=cfg.runs_dir, name=cfg.name)  # the run may have moved
+        state = load_state(last)
         console.print(f"resuming {run_dir} with its saved config")
     elif last.exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
@@ -307,7 +308,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema > 0 else None
     start_epoch, best_acc, best_epoch = 0, -1.0, 0
     if resume:
-        state = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
