@@ -6,7 +6,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -132,16 +132,23 @@ def export(
         out.print(f"{c['split']} ({m['labels']} labels): accuracy {m[c['split'] + '_accuracy']:.2%}, with TTA {m[c['split'] + '_tta_accuracy']:.2%}")
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
-def find_images(sources: list[Path]) -> list[tuple[Path, Path]]:
+def find_images(sources: list[Path], warn: Callable[[str], None]) -> list[tuple[Path, Path]]:
     """Files as given, and the images inside folders (recursively, sorted), each with the path its
-    annotated copy keeps (relative to the folder given, so same-named files in subfolders don't clash)."""
+    annotated copy keeps (relative to the folder given, so same-named files in subfolders don't clash).
+    A folder that cannot be listed is passed to `warn`; anything named like an image that is not a
+    plain file (a FIFO, say) is kept, for the reader to report."""
+
+    def unreadable(e: OSError) -> None:
+        warn(f"{e.filename}: cannot read the folder ({e.strerror})")
+
     found = []
     for source in sources:
         if source.is_dir():
-            found += [(p, p.relative_to(source)) for p in sorted(source.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            inside = [Path(folder) / name for folder, _, names in os.walk(source, onerror=unreadable) for name in names]
+            found += [(p, p.relative_to(source)) for p in sorted(inside) if p.suffix.lower() in IMAGE_SUFFIXES]
         elif source.exists():
             found.append((source, Path(source.name)))
         else:
@@ -194,7 +201,7 @@ def predict(
     from .report import ResultWriter
 
     with clean_errors():
-        paths = find_images(sources or [ASSETS / "sample.jpg"])
+        paths = find_images(sources or [ASSETS / "sample.jpg"], lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False))
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
         labels, failed = Counter(), 0
         with ResultWriter(output, recognizer.labels) as writer:
@@ -216,6 +223,9 @@ def predict(
     counts = ", ".join(f"{k} {v}" for k, v in labels.most_common())
     faces = sum(labels.values())
     err.print(f"{plural(len(paths), 'image')}, {plural(faces, 'face')}" + (f" ({counts})" if counts else "") + (f", {failed} unreadable" if failed else ""))
+    if failed == len(paths):
+        err.print(f"[red]error:[/red] {'no image could be read' if paths else 'no images found'}")
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -285,6 +295,11 @@ def serve(
     port: int = typer.Option(8000, help="Port."),
     max_upload_mb: float = typer.Option(10.0, help="Largest upload accepted (413 beyond)."),
     max_megapixels: float = typer.Option(25.0, help="Largest image accepted, in megapixels (413 beyond)."),
+    upload_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a request body may take to arrive (408 beyond)."),
+    max_uploads: int = typer.Option(16, min=1, help="Requests holding an upload at once; the rest wait, then get 503."),
+    allowed_host: Optional[list[str]] = typer.Option(
+        None, help="A host name clients reach the server by (repeatable); requests naming another get 400. "
+        "Loopback names and --host itself are always allowed; '*' allows any."),
     model: Optional[list[Path]] = ModelOpt,
     detector: str = DetectorOpt,
     min_face: int = MinFaceOpt,
@@ -296,13 +311,17 @@ def serve(
     import uvicorn
 
     from .recognize import EmotionRecognizer
-    from .server import Limits, create_app
+    from .server import ANY_ADDRESS, Limits, create_app, trusted_hosts
 
     with clean_errors():
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
-        limits = Limits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1_000_000))
+        limits = Limits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1_000_000), upload_timeout, max_uploads)
     err.print(f"ferkit web app on http://{host}:{port}/  (API docs: /docs)")
-    uvicorn.run(create_app(recognizer, limits), host=host, port=port, log_level="warning")
+    if host in ANY_ADDRESS and not allowed_host:
+        err.print("[yellow]note:[/yellow] only requests to a loopback name are answered; add --allowed-host NAME for each name or address clients use")
+    # Idle keep-alive connections close after 5 s; past 256 connections new requests get 503.
+    uvicorn.run(create_app(recognizer, limits, trusted_hosts(host, allowed_host or [])), host=host, port=port,
+                log_level="warning", timeout_keep_alive=5, limit_concurrency=256)
 
 
 @app.command()
