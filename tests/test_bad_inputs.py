@@ -4,20 +4,29 @@ its outcome: one clear line and exit code 2 (or a 4xx), no traceback, nothing lo
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
+import socket
 import struct
+import subprocess
+import sys
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
 from ferkit.cli import app
+from ferkit.server import MB, Limits, create_app
 
 
 def cli(*args: object) -> tuple[int, str]:
@@ -105,3 +114,185 @@ def test_damaged_checkpoints_are_one_line(small_run: Path, tmp_path: Path) -> No
                         ("list.pt", "holds a list"), ("other.pt", "not a ferkit training checkpoint")):
         one_line_error(*cli("export", tmp_path / name, "--out", tmp_path / "x.onnx"), name, words)
     assert not (tmp_path / "x.onnx").exists()
+
+
+# --- images: decompression bombs of several formats, tiny images, files that are not images ---------
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of zeros: 50 KB at 20000x20000, 1.2 GB once decoded to BGR."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row, z = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def encoded(fmt: str, width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def declaring(fmt: str, width: int, height: int) -> bytes:
+    """A real 16x16 image of format `fmt` whose header is rewritten to declare width x height: what a
+    decoder believes, and allocates for, before it finds the data missing."""
+    data = bytearray(encoded(fmt, 16, 16))
+    if fmt == "JPEG":  # the SOF0 segment: FF C0, length, precision, height, width
+        at = data.index(b"\xff\xc0") + 5
+        data[at : at + 4] = struct.pack(">HH", height, width)
+    elif fmt == "BMP":  # BITMAPINFOHEADER: width and height, int32 at byte 18
+        data[18:26] = struct.pack("<ii", width, height)
+    elif fmt == "GIF":  # the logical screen, then the first image descriptor
+        data[6:10] = struct.pack("<HH", width, height)
+        at = data.index(b"\x2c")
+        data[at + 5 : at + 9] = struct.pack("<HH", width, height)
+    elif fmt == "WEBP":  # the VP8 key frame: start code 9D 01 2A, then 14-bit width and height
+        at = data.index(b"\x9d\x01\x2a") + 3
+        data[at : at + 4] = struct.pack("<HH", width, height)
+    elif fmt == "TIFF":  # the first IFD's ImageWidth (256) and ImageLength (257) entries
+        ifd = struct.unpack("<I", data[4:8])[0]
+        for i in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
+            at = ifd + 2 + 12 * i
+            tag, kind = struct.unpack("<HH", data[at : at + 4])
+            if tag in (256, 257):
+                value = width if tag == 256 else height
+                data[at + 8 : at + 12] = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+    return bytes(data)
+
+
+SAMPLE = (Path(__file__).parents[1] / "src" / "ferkit" / "assets" / "sample.jpg").read_bytes()
+BOMBS = {"bomb.png": png_bomb(20000, 20000), "bomb.gif": declaring("GIF", 60000, 60000),
+         **{f"bomb.{fmt.lower()}": declaring(fmt, 12000, 12000) for fmt in ("JPEG", "BMP", "WEBP", "TIFF")},
+         "bomb2.tiff": declaring("TIFF", 60000, 60000)}
+TINY = {f"tiny.{fmt.lower()}": encoded(fmt, 5, 7) for fmt in ("PNG", "BMP", "WEBP", "TIFF", "GIF", "JPEG")}
+NOT_IMAGES = {"text.jpg": b"hello, not an image", "cut.png": encoded("PNG", 64, 64)[:40], "empty.png": b"",
+              "icon.png": encoded("ICO", 64, 64)}  # a format neither ferkit nor OpenCV reads, mislabelled
+
+
+@pytest.fixture(scope="module")
+def server_client() -> Iterator[TestClient]:
+    with TestClient(create_app(limits=Limits(max_bytes=1 * MB, max_pixels=4_000_000))) as client:
+        yield client
+
+
+def test_server_refuses_bombs_tiny_and_non_images_from_the_header(server_client: TestClient) -> None:
+    for name, data in {**BOMBS, **TINY, **NOT_IMAGES}.items():
+        response = server_client.post("/api/v1/predict", content=data, headers={"content-type": "image/jpeg"})
+        expected = 413 if name in BOMBS else 422 if name in TINY else 415 if data else 422
+        assert response.status_code == expected, (name, response.text)
+    # A PNG sent as multipart and labelled a JPEG is read by its bytes, not its label.
+    png = encoded("PNG", 64, 48)
+    response = server_client.post("/api/v1/predict", files={"file": ("photo.jpg", png, "image/jpeg")})
+    assert response.status_code == 200 and (response.json()["width"], response.json()["height"]) == (64, 48)
+
+
+def test_predict_reports_and_skips_every_bad_file_and_goes_on(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in {**BOMBS, **TINY, **NOT_IMAGES, "good.jpg": SAMPLE}.items():
+        (folder / name).write_bytes(data)
+    os.mkfifo(folder / "pipe.jpg")  # a FIFO would block a reader for ever: it is reported, not opened
+    code, stderr = cli("predict", folder, "--out", tmp_path / "out.jsonl")
+    assert code == 0 and "Traceback" not in stderr, stderr
+    records = {Path(r["path"]).name: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert set(records) == {*BOMBS, *TINY, *NOT_IMAGES, "good.jpg", "pipe.jpg"}
+    assert [f["label"] for f in records["good.jpg"]["faces"]] == ["happy"] and "error" not in records["good.jpg"]
+    for name in BOMBS:
+        assert "over" in records[name]["error"] and "megapixels" in records[name]["error"], records[name]
+    for name in TINY:
+        assert "5x7 pixels is too small" in records[name]["error"]
+    assert "not a regular file" in records["pipe.jpg"]["error"]
+    assert f"{len(records)} images, 1 face (happy 1), {len(records) - 1} unreadable" in stderr
+    assert stderr.count("skipped:") == len(records) - 1
+
+
+# --- a real server: bombs off the event loop, slow and oversized bodies, foreign hosts and origins --
+
+
+@pytest.fixture(scope="module")
+def live_server() -> Iterator[tuple[str, int]]:
+    """`ferkit serve` in its own process (uvicorn, as users run it) with a 1.5 s upload timeout and
+    two upload slots, so the slow-client cases finish quickly."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port), "--upload-timeout", "1.5",
+                               "--max-uploads", "2"], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if request("127.0.0.1", port, "GET", "/api/v1/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def request(host: str, port: int, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, bytes, float]:
+    """Status, body and seconds of one HTTP request on a fresh connection."""
+    t = time.perf_counter()
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(), time.perf_counter() - t
+    finally:
+        conn.close()
+
+
+def stalled_upload(address: tuple[str, int], sent: bytes = b"\xff\xd8" * 500) -> tuple[bytes, float]:
+    """Declare a 1 MB image, send `sent` of it and no more; return the server's answer and how long it took."""
+    t = time.perf_counter()
+    with socket.create_connection(address, timeout=30) as s:
+        s.sendall(b"POST /api/v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+                  b"Content-Length: 1000000\r\n\r\n" + sent)
+        answer = b""
+        while chunk := s.recv(65536):  # the server answers, then closes the connection
+            answer += chunk
+        return answer, time.perf_counter() - t
+
+
+def test_server_answers_health_at_once_while_bombs_are_refused(live_server: tuple[str, int]) -> None:
+    bomb = BOMBS["bomb.png"]
+    with ThreadPoolExecutor(4) as pool:
+        bombs = [pool.submit(request, *live_server, "POST", "/api/v1/predict", bomb, {"Content-Type": "image/png"}) for _ in range(6)]
+        health = []
+        while not all(b.done() for b in bombs):
+            health.append(request(*live_server, "GET", "/api/v1/health"))
+        answers = [b.result() for b in bombs]
+    assert all(status == 413 and b"megapixels" in body and seconds < 3 for status, body, seconds in answers), answers
+    assert health and all(status == 200 and seconds < 1 for status, _, seconds in health), health
+
+
+def test_server_times_out_slow_bodies_and_bounds_uploads(live_server: tuple[str, int]) -> None:
+    with ThreadPoolExecutor(3) as pool:
+        stalled = [pool.submit(stalled_upload, live_server) for _ in range(2)]  # both upload slots
+        time.sleep(0.5)
+        status, body, seconds = request(*live_server, "POST", "/api/v1/predict", SAMPLE, {"Content-Type": "image/jpeg"})
+        answers = [s.result() for s in stalled]
+    for answer, took in answers:
+        assert answer.startswith(b"HTTP/1.1 408") and b"upload too slow" in answer and took < 5, answer
+    # The third upload waited for a slot (its bytes unread) and was answered once the stalled ones were cut off.
+    assert status == 200 and json.loads(body)["faces"][0]["label"] == "happy" and seconds > 0.7
+    status, body, seconds = request(*live_server, "POST", "/api/v1/predict", None,
+                                    {"Content-Type": "image/jpeg", "Content-Length": str(50 * MB)})
+    assert status == 413 and seconds < 1
+
+
+def test_server_refuses_foreign_hosts_and_cross_origin_posts(live_server: tuple[str, int]) -> None:
+    host, port = live_server
+    assert request(host, port, "GET", "/api/v1/health", headers={"Host": "attacker.example"})[0] == 400
+    status, body, _ = request(host, port, "POST", "/api/v1/predict", SAMPLE, {"Origin": "http://attacker.example"})
+    assert status == 403 and b"cross-origin" in body
+    for same in (f"http://127.0.0.1:{port}", None):  # the web page's own origin, and clients that send none
+        headers = {"Origin": same} if same else {}
+        assert request(host, port, "POST", "/api/v1/predict", SAMPLE, headers)[0] == 200
