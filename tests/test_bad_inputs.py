@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -296,3 +297,21 @@ def test_server_refuses_foreign_hosts_and_cross_origin_posts(live_server: tuple[
     for same in (f"http://127.0.0.1:{port}", None):  # the web page's own origin, and clients that send none
         headers = {"Origin": same} if same else {}
         assert request(host, port, "POST", "/api/v1/predict", SAMPLE, headers)[0] == 200
+
+
+# --- video: the output must not be the input -----------------------------------------------------
+
+
+def test_video_refuses_to_write_over_its_input(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(3):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    original = clip.read_bytes()
+    os.link(clip, tmp_path / "hard.avi")
+    (tmp_path / "soft.avi").symlink_to(clip)
+    for args in (("--out", clip), ("--out", tmp_path / "hard.avi"), ("--out", tmp_path / "soft.avi"), ("--csv", tmp_path / "soft.avi"),
+                 ("--out", tmp_path / "sub" / ".." / "clip.avi")):
+        one_line_error(*cli("video", clip, *args), "is the input video")
+    assert clip.read_bytes() == original

@@ -43,6 +43,9 @@ def process_video(
     path = Path(source)
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
+    for target in (out, results):
+        if target is not None and (target.resolve() == path.resolve() or target.exists() and target.samefile(path)):  # or a hard link
+            raise VideoError(f"{target}: that is the input video; writing there would destroy it")
     cap = open_video(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
