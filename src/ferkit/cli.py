@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+import cv2
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -21,16 +22,32 @@ out = Console()
 
 @contextmanager
 def clean_errors() -> Iterator[None]:
-    """Turn the errors a user can cause (bad files, bad options) into one line and exit code 2."""
+    """Turn the errors a user can cause (bad files, bad options, a file system that says no) into one
+    line and exit code 2. OpenCV and FFmpeg are told to keep their own warnings to themselves, so
+    that line is all the user sees."""
     from .data import DataError
     from .recognize import ImageError, ModelError
     from .video import VideoError
 
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when OpenCV first opens a video
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         yield
-    except (DataError, ModelError, ImageError, VideoError, FileNotFoundError, FileExistsError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    except (DataError, ModelError, ImageError, VideoError, OSError, ValueError) as e:
+        err.print(f"[red]error:[/red] {os_error(e) if isinstance(e, OSError) else e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def os_error(e: OSError) -> str:
+    """One line for a failed file operation. mkdir's "File exists" (or "Not a directory") means a
+    file stands where a folder must go: name that file."""
+    if not e.strerror or not e.filename:  # raised by ferkit with its own message
+        return str(e)
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        blocker = next((p for p in (Path(e.filename), *Path(e.filename).parents) if p.is_file()), None)
+        if blocker is not None:
+            return f"{blocker} is a file, so nothing can be written under it"
+    return f"{e.filename}: {e.strerror}"
 
 
 @app.command()
@@ -359,8 +376,6 @@ def plural(n: int, noun: str) -> str:
 
 
 def cv2_write(path: Path, image) -> None:
-    import cv2
-
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise ValueError(f"{path}: cannot encode the annotated image")

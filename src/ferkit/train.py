@@ -74,7 +74,13 @@ class TrainConfig:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch {torch.__version__} can use; choose cpu or auto")
+    return device
 
 
 def use_bf16(setting: str, device: torch.device) -> bool:

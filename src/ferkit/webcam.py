@@ -7,6 +7,9 @@ capture never waits for inference and the picture never lags behind.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
@@ -64,6 +67,17 @@ class FrameGrabber:
         self.cap.release()
 
 
+def check_display() -> None:
+    """Qt aborts the whole process when it finds no display to open a window on, so a child process
+    opens one first, and its failure becomes one clear error."""
+    probe = subprocess.run([sys.executable, "-c", "import cv2; cv2.namedWindow('ferkit'); cv2.destroyAllWindows()"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        where = f"display {display} cannot be reached" if display else "DISPLAY is not set"
+        raise VideoError(f"no display for the webcam window ({where}); run it on a desktop, or use `ferkit video` for a file")
+
+
 def run(
     source: int | str,
     recognizer: EmotionRecognizer,
@@ -75,6 +89,7 @@ def run(
     log: Callable[[str], None] = print,
 ) -> int:
     """Run the window until the user quits (0) or the camera is lost (1)."""
+    check_display()
     grabber = FrameGrabber(source, loop)
     stream = recognizer.stream(detect_every)
     paused, shown, last_count, fps, t_last = False, None, 0, 0.0, time.perf_counter()
