@@ -315,3 +315,71 @@ def test_video_refuses_to_write_over_its_input(tmp_path: Path) -> None:
                  ("--out", tmp_path / "sub" / ".." / "clip.avi")):
         one_line_error(*cli("video", clip, *args), "is the input video")
     assert clip.read_bytes() == original
+
+
+# --- data files: malformed CSV, npz and FER+ files -------------------------------------------------
+
+
+def fer_csv_rows(n: int = 12) -> list[str]:
+    rng = np.random.default_rng(1)
+    return [f"{i % 7},{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{'PublicTest' if i % 2 else 'Training'}" for i in range(n)]
+
+
+def ferplus_text(rows: int) -> str:
+    columns = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+    return "\n".join([columns, *(f"Training,fer{i:07d}.png,{i % 10},0,0,0,{10 - i % 10},0,0,0,0,0" for i in range(rows))]) + "\n"
+
+
+def test_malformed_data_files_are_one_line(tmp_path: Path) -> None:
+    good = faces_npz(tmp_path / "good.npz").read_bytes()
+    rows = fer_csv_rows()
+    cases = {
+        "no_usage.csv": ("emotion,pixels,Usage\n" + "\n".join([*rows[:3], rows[3].rsplit(",", 1)[0], *rows[4:]]) + "\n",
+                         "line 5: 2 fields, expected 3"),
+        "cut.npz": (good[: len(good) // 2], "not a complete zip archive"),
+        "pickle.npz": (b"\x80\x04K\x01.", "not a complete zip archive"),
+        "corrupt.npz": (good[:5000] + bytes(b ^ 0xFF for b in good[5000:6000]) + good[6000:], "not a readable .npz file"),
+    }
+    np.savez(tmp_path / "empty.npz", pixels=np.zeros((0, 48, 48), np.uint8), labels=np.zeros(0, np.int64), usage=np.zeros(0, np.int8))
+    faces_npz(tmp_path / "float.npz", pixels=np.random.default_rng(0).random((128, 48, 48)))
+    faces_npz(tmp_path / "int32.npz", pixels=np.random.default_rng(0).integers(0, 65536, (128, 48, 48)).astype(np.int32))
+    for name, (content, _) in cases.items():
+        (tmp_path / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    os.mkfifo(tmp_path / "pipe.npz")
+    expected = {**{name: words for name, (_, words) in cases.items()}, "empty.npz": "no rows",
+                "float.npz": "pixels must be uint8 in 0..255, found float64 in ", "int32.npz": "found int32 in 0..65535",
+                "pipe.npz": "not a regular file"}
+    for name, words in expected.items():
+        one_line_error(*cli("evaluate", "--data", tmp_path / name, "--split", "PublicTest"), name, words)
+
+
+def test_bom_csv_and_utf16_ferplus_are_read(tmp_path: Path) -> None:
+    """What spreadsheets save: UTF-8 with a byte-order mark, and UTF-16 ("Unicode text")."""
+    (tmp_path / "bom.csv").write_text("emotion,pixels,Usage\n" + "\n".join(fer_csv_rows()) + "\n", encoding="utf-8-sig")
+    code, stderr = cli("evaluate", "--data", tmp_path / "bom.csv", "--split", "PublicTest", "--json", tmp_path / "a.json")
+    assert code == 0 and json.loads((tmp_path / "a.json").read_text())["images"] == 6, stderr
+    (tmp_path / "plus.csv").write_text(ferplus_text(128), encoding="utf-16")
+    code, stderr = cli("evaluate", "--data", faces_npz(tmp_path / "f.npz"), "--ferplus", tmp_path / "plus.csv",
+                       "--split", "PublicTest", "--json", tmp_path / "b.json")
+    assert code == 0 and json.loads((tmp_path / "b.json").read_text())["images"] == 32, stderr
+
+
+def test_environment_mistakes_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    one_line_error(*cli("predict", "--out", tmp_path / "notes.txt" / "results.csv"), "notes.txt is a file")
+    one_line_error(*cli("predict", "--save", tmp_path / "notes.txt" / "sub"), "notes.txt is a file")
+    if not torch.cuda.is_available():
+        one_line_error(*cli("train", "--data", faces_npz(tmp_path / "f.npz"), "--model", "tiny_cnn", "--device", "cuda",
+                            "--runs-dir", tmp_path), "no CUDA GPU")
+    one_line_error(*cli("train", "--data", tmp_path / "f.npz", "--device", "tpu", "--runs-dir", tmp_path), "unknown device 'tpu'")
+
+
+def test_webcam_without_a_display_is_one_line_not_an_abort(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    done = subprocess.run([sys.executable, "-m", "ferkit.cli", "webcam", "--source", str(clip)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    one_line_error(done.returncode, done.stderr, "no display for the webcam window (DISPLAY is not set)")
