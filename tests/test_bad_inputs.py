@@ -105,6 +105,17 @@ def test_checkpoint_that_would_run_code_is_refused_everywhere(small_run: Path, t
     assert not marker.exists()
 
 
+def test_a_log_row_lost_to_a_kill_is_restored_on_resume(small_run: Path) -> None:
+    """A kill after last.pt is written but before log.csv is: resuming rewrites the log from the checkpoint."""
+    log = small_run / "log.csv"
+    whole = log.read_text()
+    assert len(whole.splitlines()) == 2
+    log.write_text(whole.splitlines()[0] + "\n1,0.0")  # the header, and half of the row being written
+    code, stderr = cli("train", "--data", small_run.parent / "faces.npz", "--runs-dir", small_run.parent, "--name", "small", "--resume")
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert log.read_text() == whole
+
+
 def test_damaged_checkpoints_are_one_line(small_run: Path, tmp_path: Path) -> None:
     whole = (small_run / "best.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])

@@ -312,14 +312,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
 
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema > 0 else None
-    start_epoch, best_acc, best_epoch = 0, -1.0, 0
+    start_epoch, best_acc, best_epoch, history = 0, -1.0, 0, []
     if resume:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         start_epoch, best_acc, best_epoch = state["epoch"], state["best_acc"], state["best_epoch"]
-    _trim_log(run_dir / "log.csv", start_epoch)
+        # The checkpoint holds the log up to itself: a kill between the two cannot lose or add a row.
+        history = state["log"] if "log" in state else _read_log(run_dir / "log.csv", start_epoch)  # older checkpoints
+    _write_log(run_dir / "log.csv", history)
 
     pixels = torch.from_numpy(train_data.pixels).to(device)
     labels = torch.from_numpy(train_data.labels).to(device)
@@ -379,13 +381,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch + 1
             save_atomic({"model": scored.state_dict(), "config": asdict(cfg), "epoch": epoch + 1, "val_acc": val_acc}, run_dir / "best.pt")
+        row = dict(zip(LOG_FIELDS, (epoch + 1, opt.param_groups[0]["lr"], total_loss / seen, correct / seen, val_loss, val_acc, time.time() - t0)))
+        history.append(row)
         save_atomic(
             {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(cfg), "epoch": epoch + 1,
-             "best_acc": best_acc, "best_epoch": best_epoch, "ema": ema.state_dict() if ema is not None else None},
+             "best_acc": best_acc, "best_epoch": best_epoch, "ema": ema.state_dict() if ema is not None else None,
+             "log": history},
             last,
         )
-        row = dict(zip(LOG_FIELDS, (epoch + 1, opt.param_groups[0]["lr"], total_loss / seen, correct / seen, val_loss, val_acc, time.time() - t0)))
-        _append_log(run_dir / "log.csv", row)
+        _write_log(run_dir / "log.csv", history)
         console.print(
             f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
             f"PublicTest acc {val_acc:.4f}  (best {best_acc:.4f} @ {best_epoch})  {row['seconds']:.0f}s"
@@ -413,22 +417,19 @@ def _progress() -> Progress:
     )
 
 
-def _append_log(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def _trim_log(path: Path, epochs_done: int) -> None:
-    """Drop log rows past the checkpoint we resume from (a kill can land between log and checkpoint)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-    with open(path, "w", newline="") as f:
+def _write_log(path: Path, rows: list[dict]) -> None:
+    """Write the whole log, atomically: a kill leaves the old log or the new one, never half a row."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _read_log(path: Path, epochs_done: int) -> list[dict]:
+    """The log rows up to the checkpoint, for a checkpoint that does not hold its log."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
