@@ -8,6 +8,7 @@ import http.client
 import io
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -394,3 +395,26 @@ def test_webcam_without_a_display_is_one_line_not_an_abort(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-m", "ferkit.cli", "webcam", "--source", str(clip)], capture_output=True, text=True,
                           env=env, timeout=120)
     one_line_error(done.returncode, done.stderr, "no display for the webcam window (DISPLAY is not set)")
+
+
+def test_predict_reports_an_unreadable_subfolder_and_writes_nothing_home(tmp_path: Path) -> None:
+    """With an empty home: ONNX Runtime's telemetry must not write there either."""
+    (tmp_path / "photos" / "private").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "photos" / "good.jpg").write_bytes(SAMPLE)
+    (tmp_path / "photos" / "private" / "hidden.jpg").write_bytes(SAMPLE)
+    (tmp_path / "photos" / "private").chmod(0)
+    prefix = []
+    if os.geteuid() == 0:  # root reads any folder unless it gives up the capabilities that let it
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: no folder is unreadable")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-m", "ferkit.cli", "predict", str(tmp_path / "photos")], capture_output=True,
+                              text=True, env={**os.environ, "HOME": str(tmp_path / "home")}, timeout=120)
+    finally:
+        (tmp_path / "photos" / "private").chmod(0o700)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"skipped: {tmp_path / 'photos' / 'private'}: cannot read the folder (Permission denied)" in done.stderr
+    assert [json.loads(line)["path"] for line in done.stdout.splitlines()] == [str(tmp_path / "photos" / "good.jpg")]
+    assert list((tmp_path / "home").iterdir()) == []

@@ -218,7 +218,7 @@ def predict(
     from .report import ResultWriter
 
     with clean_errors():
-        paths = find_images(sources or [ASSETS / "sample.jpg"], lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False))
+        paths = find_images(sources or [ASSETS / "sample.jpg"], lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False, soft_wrap=True))
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
         labels, failed = Counter(), 0
         with ResultWriter(output, recognizer.labels) as writer:
@@ -227,7 +227,7 @@ def predict(
                     image = read_image(path)
                     faces = recognizer.predict(image)
                 except ImageError as e:
-                    err.print(f"[yellow]skipped:[/yellow] {e}", highlight=False)
+                    err.print(f"[yellow]skipped:[/yellow] {e}", highlight=False, soft_wrap=True)
                     writer.write([str(path)], error=str(e))
                     failed += 1
                     continue
