@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +26,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
+from ferkit.benchmark import png_bomb
 from ferkit.cli import app
 from ferkit.server import MB, Limits, create_app
 
@@ -130,18 +130,6 @@ def test_damaged_checkpoints_are_one_line(small_run: Path, tmp_path: Path) -> No
 
 
 # --- images: decompression bombs of several formats, tiny images, files that are not images ---------
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of zeros: 50 KB at 20000x20000, 1.2 GB once decoded to BGR."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    row, z = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def encoded(fmt: str, width: int, height: int) -> bytes:

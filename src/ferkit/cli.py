@@ -343,18 +343,20 @@ def serve(
 
 @app.command()
 def benchmark(
-    what: str = typer.Argument(..., help="models, pipeline or server."),
+    what: str = typer.Argument(..., help="models, pipeline, server or soak."),
     models: Optional[list[str]] = typer.Option(None, "--models", help="models: which registered models (default: all)."),
     video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
                                help="pipeline: the video the 640x480 test clips are made from."),
     frames: int = typer.Option(300, help="pipeline: frames per test clip."),
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     model: Optional[list[Path]] = ModelOpt,
-    clients: int = typer.Option(50, help="server: concurrent clients."),
-    seconds: float = typer.Option(30.0, help="server: duration."),
+    clients: int = typer.Option(50, help="server, soak: concurrent well-behaved clients."),
+    seconds: float = typer.Option(30.0, help="server, soak: duration."),
+    upload_timeout: float = typer.Option(30.0, help="soak: the server's --upload-timeout (the slow clients are cut off after it)."),
     bf16: str = typer.Option("auto", help="models: bf16 autocast in the training steps: auto, on or off."),
 ) -> None:
-    """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load."""
+    """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load, and
+    a soak of the REST API beside slow and malicious clients."""
     from . import benchmark as bench
 
     with clean_errors():
@@ -366,8 +368,10 @@ def benchmark(
             table = bench.pipeline_table(video, frames, list(model) if model else None, peer=peer)
         elif what == "server":
             table = bench.server_table(clients, seconds)
+        elif what == "soak":
+            table = bench.soak_table(clients, seconds, upload_timeout=upload_timeout)
         else:
-            raise ValueError(f"unknown benchmark {what!r}; choose models, pipeline or server")
+            raise ValueError(f"unknown benchmark {what!r}; choose models, pipeline, server or soak")
     Console(width=160).print(table)
 
 
