@@ -276,14 +276,14 @@ def test_server_answers_health_at_once_while_bombs_are_refused(live_server: tupl
 
 def test_server_times_out_slow_bodies_and_bounds_uploads(live_server: tuple[str, int]) -> None:
     with ThreadPoolExecutor(3) as pool:
-        stalled = [pool.submit(stalled_upload, live_server) for _ in range(2)]  # both upload slots
-        time.sleep(0.5)
+        stalled = [pool.submit(stalled_upload, live_server) for _ in range(2)]  # both upload slots, cut off at 1.5 s
+        time.sleep(1.0)
         status, body, seconds = request(*live_server, "POST", "/api/v1/predict", SAMPLE, {"Content-Type": "image/jpeg"})
         answers = [s.result() for s in stalled]
     for answer, took in answers:
         assert answer.startswith(b"HTTP/1.1 408") and b"upload too slow" in answer and took < 5, answer
     # The third upload waited for a slot (its bytes unread) and was answered once the stalled ones were cut off.
-    assert status == 200 and json.loads(body)["faces"][0]["label"] == "happy" and seconds > 0.7
+    assert status == 200 and json.loads(body)["faces"][0]["label"] == "happy" and seconds > 0.2
     status, body, seconds = request(*live_server, "POST", "/api/v1/predict", None,
                                     {"Content-Type": "image/jpeg", "Content-Length": str(50 * MB)})
     assert status == 413 and seconds < 1

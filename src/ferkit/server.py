@@ -162,7 +162,7 @@ def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | Non
         with anyio.move_on_after(limits.upload_seconds) as waiting:
             await uploads.acquire()
         if waiting.cancelled_caught:
-            raise HTTPException(503, f"busy: {limits.max_uploads} uploads in progress; try again", headers={"Retry-After": "1"})
+            raise HTTPException(503, f"busy: {limits.max_uploads} uploads in progress; try again", headers={**CLOSE, "Retry-After": "1"})
         try:
             data = await read_upload(request, limits)
 
