@@ -317,6 +317,18 @@ def test_video_refuses_to_write_over_its_input(tmp_path: Path) -> None:
     assert clip.read_bytes() == original
 
 
+def test_predict_and_export_refuse_to_write_over_their_input(small_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "photo.jpg").write_bytes(SAMPLE)
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "photo.jpg")
+    one_line_error(*cli("predict", tmp_path, "--out", tmp_path / "link.jpg"), "that is the input image")
+    assert (tmp_path / "photo.jpg").read_bytes() == SAMPLE
+    checkpoint = small_run / "best.pt"
+    before = checkpoint.read_bytes()
+    for out in (checkpoint, small_run / ".." / "small" / "best.pt"):
+        one_line_error(*cli("export", checkpoint, "--out", out), "that is the checkpoint")
+    assert checkpoint.read_bytes() == before
+
+
 # --- data files: malformed CSV, npz and FER+ files -------------------------------------------------
 
 

@@ -215,10 +215,13 @@ def predict(
 
     from .annotate import draw
     from .recognize import ASSETS, EmotionRecognizer, ImageError, read_image
-    from .report import ResultWriter
+    from .report import ResultWriter, same_file
 
     with clean_errors():
         paths = find_images(sources or [ASSETS / "sample.jpg"], lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False, soft_wrap=True))
+        clash = next((p for p, _ in paths if output is not None and same_file(output, p)), None)
+        if clash is not None:
+            raise ValueError(f"{output}: that is the input image {clash}; writing results there would destroy it")
         recognizer = EmotionRecognizer(**recognizer_options(model, detector, min_face, min_score, margin, tta))
         labels, failed = Counter(), 0
         with ResultWriter(output, recognizer.labels) as writer:

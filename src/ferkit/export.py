@@ -14,6 +14,7 @@ from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
 from .evaluate import label_source, metrics, predict, read_log
 from .models import count_parameters, create_model, load_state
 from .recognize import EmotionClassifier, ModelError, model_path, softmax
+from .report import same_file
 from .train import TrainConfig, pick_device, predict_logits
 
 
@@ -105,6 +106,8 @@ def export(
     """Write `out` (.onnx) and its card (`out` with .json); with `data`, compare ONNX and torch on `split`
     and score the ONNX file there (on FER+ majority labels for a model trained on them)."""
     out = Path(out)
+    if same_file(out, Path(checkpoint)):
+        raise ModelError(f"{out}: that is the checkpoint; writing there would destroy it")
     out.parent.mkdir(parents=True, exist_ok=True)
     model, state = load_checkpoint(checkpoint)
     dummy = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)

@@ -10,7 +10,7 @@ import cv2
 
 from .annotate import draw, draw_fps
 from .recognize import DETECT_EVERY, EmotionRecognizer
-from .report import ResultWriter
+from .report import ResultWriter, same_file
 
 
 class VideoError(ValueError):
@@ -44,7 +44,7 @@ def process_video(
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
     for target in (out, results):
-        if target is not None and (target.resolve() == path.resolve() or target.exists() and target.samefile(path)):  # or a hard link
+        if target is not None and same_file(target, path):
             raise VideoError(f"{target}: that is the input video; writing there would destroy it")
     cap = open_video(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
