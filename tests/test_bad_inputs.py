@@ -209,6 +209,10 @@ def test_predict_reports_and_skips_every_bad_file_and_goes_on(tmp_path: Path) ->
     assert "not a regular file" in records["pipe.jpg"]["error"]
     assert f"{len(records)} images, 1 face (happy 1), {len(records) - 1} unreadable" in stderr
     assert stderr.count("skipped:") == len(records) - 1
+    (folder / "good.jpg").unlink()  # now nothing can be read: a batch that found nothing fails
+    code, stderr = cli("predict", folder, "--out", tmp_path / "out.jsonl")
+    assert code == 2 and stderr.strip().splitlines()[-1] == "error: no image could be read", stderr
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == len(records) - 1  # each failure is still recorded
 
 
 # --- a real server: bombs off the event loop, slow and oversized bodies, foreign hosts and origins --
@@ -384,6 +388,12 @@ def test_environment_mistakes_are_one_line(tmp_path: Path) -> None:
         one_line_error(*cli("train", "--data", faces_npz(tmp_path / "f.npz"), "--model", "tiny_cnn", "--device", "cuda",
                             "--runs-dir", tmp_path), "no CUDA GPU")
     one_line_error(*cli("train", "--data", tmp_path / "f.npz", "--device", "tpu", "--runs-dir", tmp_path), "unknown device 'tpu'")
+
+
+def test_a_broken_video_gets_our_line_alone_not_ffmpegs(tmp_path: Path) -> None:
+    (tmp_path / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    done = subprocess.run([sys.executable, "-m", "ferkit.cli", "video", str(tmp_path / "broken.mp4")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"error: {tmp_path / 'broken.mp4'}: cannot be opened as a video"], done.stderr
 
 
 def test_webcam_without_a_display_is_one_line_not_an_abort(tmp_path: Path) -> None:
