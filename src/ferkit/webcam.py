@@ -70,7 +70,7 @@ class FrameGrabber:
 def check_display() -> None:
     """Qt aborts the whole process when it finds no display to open a window on, so a child process
     opens one first, and its failure becomes one clear error."""
-    probe = subprocess.run([sys.executable, "-c", "import cv2; cv2.namedWindow('ferkit'); cv2.destroyAllWindows()"],
+    probe = subprocess.run([sys.executable, "-c", "import cv2; cv2.namedWindow('ferkit display check'); cv2.destroyAllWindows()"],
                            capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
@@ -89,13 +89,13 @@ def run(
     log: Callable[[str], None] = print,
 ) -> int:
     """Run the window until the user quits (0) or the camera is lost (1)."""
-    check_display()
     grabber = FrameGrabber(source, loop)
     stream = recognizer.stream(detect_every)
     paused, shown, last_count, fps, t_last = False, None, 0, 0.0, time.perf_counter()
-    cv2.namedWindow(window, cv2.WINDOW_NORMAL)
-    log(f"ferkit webcam: {source}. Keys: Q/ESC quit, S screenshot, A all emotions, SPACE pause")
     try:
+        check_display()
+        cv2.namedWindow(window, cv2.WINDOW_NORMAL)
+        log(f"ferkit webcam: {source}. Keys: Q/ESC quit, S screenshot, A all emotions, SPACE pause")
         while True:
             frame, count = grabber.latest()
             if frame is None and grabber.ended:
