@@ -312,8 +312,8 @@ def bad_requests(port: int) -> dict[str, tuple[int, bytes, bytes, float]]:
 async def bad_request(port: int, head: bytes, body: bytes, drip: float) -> int:
     """Send one request the way a bad client does; return the status the server answered with."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.ensure_future(reader.readline())
     try:
-        answer = asyncio.ensure_future(reader.readline())
         writer.write(head)
         for i in range(0, len(body), 1024 if drip else len(body)):
             if answer.done():
@@ -323,12 +323,13 @@ async def bad_request(port: int, head: bytes, body: bytes, drip: float) -> int:
             await asyncio.sleep(drip)
         return int((await answer).split()[1])
     finally:
+        answer.cancel()
         writer.close()
 
 
 async def soak(port: int, pid: int, clients: int, seconds: float, windows: int) -> tuple[list[dict], dict[str, list[int]]]:
-    """Run the well-behaved clients, one of each bad client (two of the slow ones), and a health
-    probe; collect latencies, errors and the server's memory per time window."""
+    """Run the well-behaved clients, the bad ones and a health probe; collect latencies, errors (a
+    failed health check counts as one) and the server's memory per time window."""
     import httpx
 
     start = time.perf_counter()
@@ -365,7 +366,10 @@ async def soak(port: int, pid: int, clients: int, seconds: float, windows: int) 
     async def probe(http: httpx.AsyncClient) -> None:
         while time.perf_counter() < stop:
             t = time.perf_counter()
-            await http.get("/api/v1/health")
+            try:
+                await http.get("/api/v1/health")
+            except httpx.HTTPError:
+                window()["errors"] += 1
             window()["health"].append(time.perf_counter() - t)
             await asyncio.sleep(0.5)
 
@@ -376,7 +380,8 @@ async def soak(port: int, pid: int, clients: int, seconds: float, windows: int) 
             await asyncio.sleep(0.5)
 
     image = (ASSETS / "sample.jpg").read_bytes()
-    bad_clients = [(kind, *request) for kind, request in bad_requests(port).items() for _ in range(2 if request[3] or kind.startswith("stalled") else 1)]
+    # One client of each bad kind, two of each kind that holds its connection open (trickling, stalled).
+    bad_clients = [(kind, *request) for kind, request in bad_requests(port).items() for _ in range(2 if request[0] == 408 else 1)]
     limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits) as http:
         await asyncio.gather(*(client(http, image) for _ in range(clients)), *(bad(*b) for b in bad_clients), probe(http), memory())
@@ -415,17 +420,16 @@ def soak_table(clients: int = 32, seconds: float = 120, windows: int = 8, upload
         server.terminate()
         server.wait(10)
     kinds = ", ".join(f"{kind} {sorted(set(codes))}" for kind, codes in statuses.items())
-    table = Table(title=f"Soak: {clients} clients posting sample.jpg for {seconds:.0f} s beside {sum(1 for _ in bad_requests(port))} kinds of bad client",
+    table = Table(title=f"Soak: {clients} clients posting sample.jpg for {seconds:.0f} s beside {len(statuses)} kinds of bad client",
                   caption=f"bad clients' answers: {kinds}; server peak {peak:.0f} MB")
     for column in ("seconds", "answered", "errors", "p50 ms", "p95 ms", "p99 ms", "health max ms", "bad refused", "bad not refused", "server MB"):
         table.add_column(column, justify="right")
     span = seconds / windows
-    every = {"ok": [], "errors": 0, "health": [], "bad": 0, "unexpected": 0, "mb": 0.0}
     for i, row in enumerate(rows):
         table.add_row(f"{i * span:.0f}-{(i + 1) * span:.0f}", *soak_cells(row))
-        every = {"ok": every["ok"] + row["ok"], "errors": every["errors"] + row["errors"], "health": every["health"] + row["health"],
-                 "bad": every["bad"] + row["bad"], "unexpected": every["unexpected"] + row["unexpected"], "mb": max(every["mb"], row["mb"])}
-    table.add_row("all", *soak_cells(every), end_section=True)
+    whole = {"ok": sum((r["ok"] for r in rows), []), "health": sum((r["health"] for r in rows), []),
+             **{k: sum(r[k] for r in rows) for k in ("errors", "bad", "unexpected")}, "mb": max(r["mb"] for r in rows)}
+    table.add_row("all", *soak_cells(whole), end_section=True)
     return table
 
 
