@@ -4,7 +4,7 @@ import numpy as np
 
 from ferkit.annotate import COLORS, draw, draw_fps
 from ferkit.data import EMOTIONS
-from ferkit.recognize import Face
+from ferkit.results import Face
 
 
 def test_draw_marks_the_face_in_its_emotion_colour() -> None:

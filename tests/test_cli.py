@@ -6,9 +6,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+import typer
 
 from conftest import compose_scene, ferkit
+from ferkit.cli import clean_errors
 from ferkit.data import FERData
+from ferkit.errors import DataError, FerkitError, ImageError, ModelError, OptionError, RunError, SourceError, VideoError
 
 
 def test_predict_default_runs_on_the_bundled_sample() -> None:
@@ -54,3 +58,16 @@ def test_predict_jsonl_file_and_missing_path(tmp_path: Path) -> None:
     assert abs(sum(face["probabilities"].values()) - 1) < 1e-4
     result = ferkit("predict", tmp_path / "nothing.jpg", check=False)
     assert result.returncode == 2 and "no such file or folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_only_expected_errors_become_one_line(capsys: pytest.CaptureFixture) -> None:
+    """A FerkitError is the user's to fix: one line, exit 2. Anything else is a bug and keeps its traceback."""
+    for kind in (DataError, ModelError, ImageError, VideoError, OptionError, RunError, SourceError):
+        with pytest.raises(typer.Exit) as exit:
+            with clean_errors():
+                raise kind("fix me")
+        assert exit.value.exit_code == 2 and issubclass(kind, FerkitError)
+    assert capsys.readouterr().err.count("error: fix me") == 7
+    with pytest.raises(ValueError, match="a bug"):
+        with clean_errors():
+            raise ValueError("a bug")

@@ -7,6 +7,7 @@ import pytest
 from conftest import compose_scene
 from ferkit.data import FERData
 from ferkit.detect import DETECTORS, create_detector
+from ferkit.errors import OptionError
 from ferkit.track import iou
 
 # Share of 200 PrivateTest faces found in composed scenes, measured when each detector was added
@@ -46,7 +47,7 @@ def test_min_face_size(name: str, fer: FERData) -> None:
 
 
 def test_unknown_detector() -> None:
-    with pytest.raises(ValueError, match="unknown detector 'yolo'"):
+    with pytest.raises(OptionError, match="unknown detector 'yolo'"):
         create_detector("yolo")
 
 

@@ -85,7 +85,7 @@ def test_shipped_model_reproduces_its_card_and_readme(name: str, fer_npz: Path, 
     """`ferkit evaluate` with each shipped model gives exactly the figures its model card and the README state."""
     import hashlib
 
-    from ferkit.recognize import SHIPPED_MODELS
+    from ferkit.classify import SHIPPED_MODELS
 
     path = SHIPPED_MODELS[name]
     card = json.loads(path.with_suffix(".json").read_text())

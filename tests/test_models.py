@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ferkit.data import normalize
+from ferkit.errors import ModelError, OptionError
 from ferkit.models import count_parameters, create_model, list_models
-from ferkit.recognize import SHIPPED_MODELS
+from ferkit.classify import SHIPPED_MODELS
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -22,7 +23,7 @@ def test_every_model_maps_faces_to_seven_logits(name: str) -> None:
 def test_registry_has_the_issue_models() -> None:
     assert {"seed_cnn", "mobilenetv3", "resnet_fer", "tiny_cnn"} <= set(list_models())
     assert 3.2e6 < count_parameters(create_model("seed_cnn")) < 3.8e6
-    with pytest.raises(ValueError, match="unknown model 'vgg99'"):
+    with pytest.raises(OptionError, match="unknown model 'vgg99'"):
         create_model("vgg99")
 
 
@@ -40,7 +41,7 @@ def test_pretrained_weights_load_by_name_and_shape(tmp_path: Path) -> None:
     assert model.state_dict()["classifier.5.weight"].shape == (7, 1024)
 
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="no tensor matches"):
+    with pytest.raises(ModelError, match="no tensor matches"):
         create_model("mobilenetv3", pretrained=tmp_path / "other.pt")
 
 
@@ -72,8 +73,8 @@ def test_shipped_onnx_weights_load_back_into_torch(name: str) -> None:
 
 
 def test_onnx_weights_refuse_the_wrong_architecture_and_damaged_files(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="do not match MobileNetV3; pass the --model it was trained as"):
+    with pytest.raises(ModelError, match="do not match MobileNetV3; pass the --model it was trained as"):
         create_model("mobilenetv3", pretrained=SHIPPED_MODELS["fer2013"])
     (tmp_path / "broken.onnx").write_bytes(b"\x08\x07not a model at all")
-    with pytest.raises(ValueError, match="not a readable ONNX file"):
+    with pytest.raises(ModelError, match="not a readable ONNX file"):
         create_model("resnet_fer", pretrained=tmp_path / "broken.onnx")

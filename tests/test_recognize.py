@@ -1,70 +1,23 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import compose_scene
+from ferkit.classify import crop_face
 from ferkit.data import FERData
-from ferkit.recognize import (
-    ASSETS, DEFAULT_MODEL, SHIPPED_MODELS, EmotionClassifier, EmotionRecognizer, ImageError, ImageTooLarge, ModelError,
-    crop_face, read_image,
-)
+from ferkit.recognize import EmotionRecognizer, RecognizerConfig, recognize_source
+from ferkit.sources import Images, Video
 from ferkit.track import iou
 
 
 @pytest.fixture(scope="module")
 def recognizer() -> EmotionRecognizer:
     return EmotionRecognizer()
-
-
-def test_read_image_accepts_every_form(astronaut_bgr: np.ndarray, tmp_path: Path) -> None:
-    path = tmp_path / "a.png"
-    cv2.imwrite(str(path), astronaut_bgr)
-    rgb = astronaut_bgr[:, :, ::-1]
-    assert np.array_equal(read_image(path), astronaut_bgr)
-    assert np.array_equal(read_image(str(path)), astronaut_bgr)
-    assert np.array_equal(read_image(rgb, color="rgb"), astronaut_bgr)
-    assert np.array_equal(read_image(Image.fromarray(rgb)), astronaut_bgr)
-    assert np.array_equal(read_image(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), color="rgb"), astronaut_bgr)
-    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
-    assert np.array_equal(read_image(gray), gray)
-    assert np.array_equal(read_image(gray / 255.0), gray)
-
-
-def test_read_image_rejects_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    (tmp_path / "text.jpg").write_text("not an image")
-    with pytest.raises(ImageError, match="empty file"):
-        read_image(tmp_path / "empty.jpg")
-    with pytest.raises(ImageError, match="not a readable image"):
-        read_image(tmp_path / "text.jpg")
-    with pytest.raises(ImageError, match="cannot read"):
-        read_image(tmp_path / "missing.jpg")
-    with pytest.raises(ImageError, match="empty image"):
-        read_image(np.zeros((0, 10, 3), np.uint8))
-    with pytest.raises(ImageError, match="shape"):
-        read_image(np.zeros((4, 4, 2), np.uint8))
-    with pytest.raises(ImageError, match="uint8 or float"):
-        read_image(np.zeros((4, 4), np.int32))
-    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((2600, 2600), np.uint8))
-    monkeypatch.setattr("ferkit.recognize.MAX_PIXELS", 4_000_000)
-    with pytest.raises(ImageTooLarge, match="2600x2600 is over the limit of 4 megapixels"):
-        read_image(tmp_path / "big.png")  # refused from its header, before decoding
-    monkeypatch.setattr("ferkit.recognize.MAX_PIXELS", 1000)
-    with pytest.raises(ImageError, match="over the limit of 0.001 megapixels"):
-        read_image(np.zeros((100, 100), np.uint8))
-
-
-def test_crop_face_pads_outside_the_image() -> None:
-    gray = np.arange(100 * 100, dtype=np.uint16).reshape(100, 100).astype(np.uint8)
-    assert crop_face(gray, (10, 10, 48, 48)).shape == (48, 48)
-    assert np.array_equal(crop_face(gray, (10, 10, 48, 48)), gray[10:58, 10:58])
-    edge = crop_face(gray, (-20, 80, 48, 48))  # partly left of and below the image
-    assert edge.shape == (48, 48) and np.array_equal(edge[0, :20], np.repeat(gray[80, 0], 20))
 
 
 def test_astronaut_smiles(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
@@ -123,39 +76,6 @@ def test_stream_searches_every_kth_frame_and_follows_between(recognizer: Emotion
     assert len(searches) == 2
 
 
-def test_classifier_tta_and_ensemble(fer: FERData) -> None:
-    single = EmotionClassifier()
-    faces = fer.split("PublicTest").pixels[:64]
-    p = single.predict_proba(faces)
-    t = single.predict_proba(faces, tta=True)
-    assert p.shape == t.shape == (64, 7) and np.allclose(t.sum(1), 1, atol=1e-4) and not np.allclose(p, t)
-    pair = EmotionClassifier([ASSETS / "ferkit.onnx", ASSETS / "ferkit.onnx"])
-    assert np.allclose(pair.predict_proba(faces), p, atol=1e-6)
-    assert single.predict_proba(faces[:0]).shape == (0, 7)
-
-
-def test_shipped_models_by_name(astronaut_bgr: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--model ferplus` is the FER+ variant that ships in the package; a file of that name is taken before it."""
-    plus = EmotionRecognizer(model="ferplus")
-    assert plus.classifier.paths == [SHIPPED_MODELS["ferplus"]] and SHIPPED_MODELS["ferplus"].parent == ASSETS
-    assert plus.classifier.card["metrics"]["labels"] == "FER+ majority"
-    (face,) = plus.predict(astronaut_bgr)
-    assert face.label == "happy"
-    assert EmotionClassifier("fer2013").paths == EmotionClassifier().paths == [DEFAULT_MODEL]
-    monkeypatch.chdir(tmp_path)
-    Path("ferplus").write_bytes(b"not a model")
-    with pytest.raises(ModelError, match="ferplus: not a loadable ONNX model"):
-        EmotionClassifier("ferplus")
-
-
-def test_bad_model_file(tmp_path: Path) -> None:
-    (tmp_path / "m.onnx").write_bytes(b"nonsense")
-    with pytest.raises(ModelError, match="not a loadable ONNX model"):
-        EmotionClassifier(tmp_path / "m.onnx")
-    with pytest.raises(ModelError, match="no such model file"):
-        EmotionClassifier(tmp_path / "none.onnx")
-
-
 def test_inference_never_imports_torch() -> None:
     """Users who only run models install no torch: the pipeline and `ferkit predict` must not import it."""
     import subprocess
@@ -164,11 +84,63 @@ def test_inference_never_imports_torch() -> None:
     code = (
         "import sys\n"
         "from ferkit.cli import app\n"
-        "from ferkit.recognize import EmotionRecognizer\n"
-        "EmotionRecognizer(detector='centerface').predict(str(__import__('ferkit.recognize').recognize.ASSETS / 'sample.jpg'))\n"
+        "from ferkit import EmotionRecognizer\n"
+        "from ferkit.classify import ASSETS\n"
+        "EmotionRecognizer(detector='centerface').predict(str(ASSETS / 'sample.jpg'))\n"
         "app(['predict'], standalone_mode=False)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert '"label": "happy"' in result.stdout
+
+
+def test_config_and_keywords_make_the_same_recognizer(astronaut_bgr: np.ndarray) -> None:
+    config = RecognizerConfig(model="ferplus", margin=0.1, detect_every=3)
+    a, b = EmotionRecognizer(config), EmotionRecognizer(model="ferplus", margin=0.1, detect_every=3)
+    assert a.config == b.config == config and a.stream().detect_every == 3
+    assert a.predict(astronaut_bgr) == b.predict(astronaut_bgr)
+    assert EmotionRecognizer(config, margin=0.0).config.margin == 0.0 and config.margin == 0.1  # the config is not changed
+    with pytest.raises(TypeError):
+        EmotionRecognizer(colour="red")
+
+
+def test_recognize_source_images_one_by_one(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray, tmp_path: Path) -> None:
+    """Images are recognised each on its own (no track ids); an unreadable one comes through with its error."""
+    cv2.imwrite(str(tmp_path / "a.png"), astronaut_bgr)
+    cv2.imwrite(str(tmp_path / "b.png"), np.full((240, 320, 3), 90, np.uint8))
+    (tmp_path / "c.png").write_bytes(b"broken")
+    results = list(recognize_source(Images([tmp_path]), recognizer))
+    assert [Path(frame.origin).name for frame, _ in results] == ["a.png", "b.png", "c.png"]
+    (a, faces_a), (_, faces_b), (c, faces_c) = results
+    assert faces_a == recognizer.predict(astronaut_bgr) and faces_a[0].track_id is None
+    assert faces_b == faces_c == [] and c.image is None and "not a readable image" in c.error
+
+
+def test_recognize_source_follows_faces_through_a_video(recognizer: EmotionRecognizer, fer_npz: Path, tmp_path: Path) -> None:
+    """The shared talking-face video: one face in every frame, one track, searched every 10th frame."""
+    source = cv2.VideoCapture(str(fer_npz.parent / "face_talking_854x480.mp4"))
+    out = cv2.VideoWriter(str(tmp_path / "talk.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30, (854, 480))
+    for _ in range(25):
+        out.write(source.read()[1])
+    out.release()
+    stream = EmotionRecognizer(detect_size=320).stream()
+    results = list(recognize_source(Video(tmp_path / "talk.mp4"), stream))
+    assert [frame.index for frame, _ in results] == list(range(25))
+    assert all(len(faces) == 1 and faces[0].track_id == 1 for _, faces in results)
+    assert stream.frames == 25 and stream.seconds["detect"] > 0 and stream.seconds["follow"] > 0
+    first, faces = results[0]
+    (alone,) = EmotionRecognizer(detect_size=320).predict(first.image)  # frame 0 is searched: the same box as a still
+    assert faces[0].box == alone.box
+
+
+def test_predict_holds_the_lock(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
+    """One recognizer serves several threads (the server's): predict waits for whoever holds the lock."""
+    done = []
+    with recognizer.lock:
+        worker = threading.Thread(target=lambda: done.append(recognizer.predict(astronaut_bgr)))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not done
+    worker.join(30)
+    assert len(done) == 1 and done[0][0].label == "happy"

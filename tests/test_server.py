@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from ferkit.recognize import ASSETS
+from ferkit.classify import ASSETS
 from ferkit.server import MB, Limits, create_app
 
 SAMPLE = (ASSETS / "sample.jpg").read_bytes()
@@ -72,6 +72,8 @@ def test_health_model_docs_and_page(client: TestClient) -> None:
     model = client.get("/api/v1/model").json()
     assert model["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert "PrivateTest_accuracy" in model["metrics"] or "PublicTest_accuracy" in model["metrics"]
+    assert model["options"] == {"model": None, "detector": "haar", "min_face": 40, "min_score": None, "margin": 0.0, "tta": False,
+                                "detect_size": None, "detect_every": 10}  # RecognizerConfig's fields
     page = client.get("/").text
     assert "getUserMedia" not in page and '<script src="/static/app.js">' in page
     assert "getUserMedia" in client.get("/static/app.js").text

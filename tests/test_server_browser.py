@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from ferkit.recognize import ASSETS
+from ferkit.classify import ASSETS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("FERKIT_ARTIFACTS", "test-artifacts"))

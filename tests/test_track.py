@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 
 from ferkit.data import EMOTIONS
-from ferkit.detect import Detection, create_detector
-from ferkit.recognize import Face
+from ferkit.detect import create_detector
+from ferkit.results import Detection, Face
 from ferkit.track import Follower, Tracker, iou
 
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from conftest import ferkit
+from ferkit.checkpoints import predict_logits, to_input
+from ferkit.classify import SHIPPED_MODELS, EmotionClassifier
 from ferkit.data import FERData, load_ferplus, with_votes
 from ferkit.models import create_model
-from ferkit.recognize import SHIPPED_MODELS, EmotionClassifier
-from ferkit.train import (TrainConfig, augment, class_weights, learning_rate, predict_logits, recalibrate_bn, refit_batchnorm,
-                          teacher_targets, to_input)
+from ferkit.runs import TrainConfig
+from ferkit.train import augment, class_weights, learning_rate, recalibrate_bn, refit_batchnorm, teacher_targets
 
 
 def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:

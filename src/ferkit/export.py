@@ -4,91 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import fields
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoints import load_checkpoint, pick_device, predict_logits
+from .classify import EmotionClassifier, softmax
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
-from .evaluate import label_source, metrics, predict, read_log
-from .models import count_parameters, create_model, load_state
-from .recognize import EmotionClassifier, ModelError, model_path, softmax
-from .report import same_file
-from .train import TrainConfig, pick_device, predict_logits
-
-
-def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model a checkpoint was trained as, with its weights, in eval mode."""
-    state = load_state(path)
-    if "model" not in state or "config" not in state:
-        raise ModelError(f"{path}: not a ferkit training checkpoint")
-    model = create_model(state["config"]["model"], len(EMOTIONS))
-    model.load_state_dict(state["model"])
-    return model.eval(), state
-
-
-def train_command(config: dict) -> str:
-    """The `ferkit train` command line that reproduces a run's config (defaults left out)."""
-    parts = ["ferkit train"]
-    for f in fields(TrainConfig):
-        value = config.get(f.name, f.default)
-        if f.name == "runs_dir" or value == f.default:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "pretrained":
-            value = run_path(value)
-        if f.name == "teachers":
-            parts.extend(f"--teacher {run_path(t)}" for t in value)
-        elif isinstance(value, bool):
-            parts.append(flag if value else f"--no-{f.name.replace('_', '-')}")
-        else:
-            parts.append(f"{flag} {value}")
-    return " ".join(parts)
-
-
-def run_path(checkpoint: str) -> str:
-    """A ferkit run's checkpoint as it lies in the default runs folder (`runs/<name>/best.pt`);
-    any other file as given."""
-    run = Path(checkpoint).parent
-    return f"runs/{run.name}/{Path(checkpoint).name}" if (run / "config.json").is_file() else checkpoint
-
-
-def parent_run(config: dict) -> Path | None:
-    """The ferkit run whose checkpoint a run was started `--pretrained` from, if it was one."""
-    run = Path(config["pretrained"]).parent if config.get("pretrained") else None
-    return run if run is not None and (run / "config.json").is_file() else None
-
-
-def lineage(checkpoint: str | Path, config: dict) -> list[dict]:
-    """The training runs behind a checkpoint, oldest first: a run started `--pretrained` from another
-    ferkit run's checkpoint continues that run, so reproducing it takes both commands. A run started
-    from an exported model (a shipped one, say) continues the stages its card lists."""
-    run = Path(checkpoint).parent
-    stages = []
-    while True:
-        log = run / "log.csv"
-        rows = read_log(log) if log.is_file() else []
-        stages.insert(0, {"command": train_command(config), "epochs_run": len(rows),
-                          "hours": round(sum(r["seconds"] for r in rows) / 3600, 2),
-                          "log": [{k: round(v, 4) for k, v in r.items()} for r in rows]})
-        parent = parent_run(config)
-        if parent is None:
-            break
-        run, config = parent, json.loads((parent / "config.json").read_text())
-    start = model_path(config["pretrained"]) if config.get("pretrained") else None
-    card = start.with_suffix(".json") if start is not None and start.suffix == ".onnx" else None
-    if card is not None and card.is_file():
-        earlier = json.loads(card.read_text())
-        stages[0]["started_from"] = {"model": start.name, "sha256": earlier.get("sha256")}
-        stages = earlier.get("training", {}).get("stages", []) + stages
-    return stages
+from .errors import DataError, ModelError
+from .evaluate import label_source, metrics, predict
+from .models import count_parameters
+from .results import same_file
+from .runs import lineage, train_command
 
 
 def hardware() -> str:
-    import os
-    import platform
-
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
@@ -165,7 +98,7 @@ def scoring_labels(config: dict, ferplus: str | Path | None) -> str | Path | Non
     if ferplus is not None or not config.get("ferplus"):
         return ferplus
     if not Path(config["ferplus"]).is_file():
-        raise FileNotFoundError(f"{config['ferplus']}: this model was trained on FER+ labels; pass --ferplus fer2013new.csv to score it")
+        raise DataError(f"{config['ferplus']}: this model was trained on FER+ labels; pass --ferplus fer2013new.csv to score it")
     return config["ferplus"]
 
 

@@ -11,10 +11,14 @@ import re
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+from onnx import numpy_helper
 from torch import nn
 
-from .recognize import ModelError
+from .errors import ModelError, OptionError
 
 _REGISTRY: dict[str, Callable[[int], nn.Module]] = {}
 
@@ -32,7 +36,7 @@ def list_models() -> list[str]:
 def create_model(name: str, num_classes: int = 7, pretrained: str | Path | None = None) -> nn.Module:
     """Build a registered model; `pretrained` loads user-given weights where names and shapes match."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+        raise OptionError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     model = _REGISTRY[name](num_classes)
     if pretrained is not None:
         load_matching(model, pretrained)
@@ -60,7 +64,7 @@ def load_matching(model: nn.Module, path: str | Path) -> int:
         if value.shape == own[key].shape:
             copied[key] = value
     if not copied:
-        raise ValueError(f"{path}: no tensor matches {type(model).__name__} by name and shape")
+        raise ModelError(f"{path}: no tensor matches {type(model).__name__} by name and shape")
     model.load_state_dict(copied, strict=False)
     return len(copied)
 
@@ -69,7 +73,7 @@ def load_state(path: str | Path) -> dict:
     """What a checkpoint holds, read by torch's weights-only unpickler: tensors and plain values only,
     so a crafted file is refused instead of running the code a full unpickle would run."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+        raise ModelError(f"{path}: no such checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -96,15 +100,10 @@ def load_onnx_weights(model: nn.Module, path: str | Path) -> int:
     Training needs BatchNorms with real statistics: see `train.refit_batchnorm`.
     Returns the number of layers copied.
     """
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-    from onnx import numpy_helper
-
     try:
         graph = onnx.load(str(path)).graph
     except Exception as e:  # protobuf raises several kinds of errors for damaged files
-        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     layers = []  # (weight, bias) of every Conv and Gemm, in graph order
     for node in graph.node:
@@ -119,7 +118,7 @@ def load_onnx_weights(model: nn.Module, path: str | Path) -> int:
     shapes_match = len(layers) == len(targets) and all(
         w is not None and tuple(w.shape) == tuple(m.weight.shape) for (w, _), (m, _) in zip(layers, targets))
     if not shapes_match:
-        raise ValueError(f"{path}: its layers do not match {type(model).__name__}; pass the --model it was trained as")
+        raise ModelError(f"{path}: its layers do not match {type(model).__name__}; pass the --model it was trained as")
     with torch.no_grad():
         for (w, b), (module, bn) in zip(layers, targets):
             weight = torch.from_numpy(w.copy())
@@ -136,7 +135,7 @@ def load_onnx_weights(model: nn.Module, path: str | Path) -> int:
             elif module.bias is not None:
                 module.bias.copy_(bias)
             elif b is not None and np.abs(b).max() > 0:
-                raise ValueError(f"{path}: a layer has a bias that {type(model).__name__} has no place for")
+                raise ModelError(f"{path}: a layer has a bias that {type(model).__name__} has no place for")
             module.weight.copy_(weight)
     faces = torch.randn(4, 1, 48, 48, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -146,7 +145,7 @@ def load_onnx_weights(model: nn.Module, path: str | Path) -> int:
         got = model.eval()(faces).numpy()
     model.train(was_training)
     if not np.allclose(got, expected, atol=1e-3 * max(1.0, float(np.abs(expected).max()))):
-        raise ValueError(f"{path}: rebuilt as {type(model).__name__} it computes something else; pass the --model it was trained as")
+        raise ModelError(f"{path}: rebuilt as {type(model).__name__} it computes something else; pass the --model it was trained as")
     return len(layers)
 
 

@@ -1,247 +1,66 @@
-"""Recognition: face crops classified through ONNX Runtime (no torch), and the detect-crop-classify
-pipeline that every front end (CLI, video, webcam, server) calls."""
+"""The recognition pipeline and its one loop: detect faces, crop them, classify them all in one
+batch (`EmotionRecognizer`); follow them through video frames (`StreamRecognizer`); and every
+frame of a source with its faces (`recognize_source`), which every front end consumes: `predict`,
+`video`, `webcam` and the pipeline benchmark only decide what to do with the output."""
 
 from __future__ import annotations
 
-import io
-import json
+import threading
 import time
-import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Optional
 
-import cv2
 import numpy as np
-import PIL.Image
 
-from .data import EMOTIONS, IMAGE_SIZE, normalize
-from .detect import Detection, to_gray
+from .classify import EmotionClassifier, crop_face
+from .detect import create_detector, to_gray
+from .errors import OptionError
+from .results import Detection, Face
+from .sources import Frame, read_image
+from .track import Follower, Tracker
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-ASSETS = Path(__file__).parent / "assets"
-DEFAULT_MODEL = ASSETS / "ferkit.onnx"
-# Models that ship in the package, by the names `--model` takes: the default (FER2013 labels) and
-# the variant trained on FER+'s ten-annotator labels.
-SHIPPED_MODELS = {"fer2013": DEFAULT_MODEL, "ferplus": ASSETS / "ferkit-ferplus.onnx"}
 DETECT_EVERY = 10  # video and camera: a full face search every 10th frame (1/3 s at 30 FPS), faces followed between
-
-
-class ModelError(ValueError):
-    """A model file that cannot be loaded; the CLI prints it as one line and exits with code 2."""
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def tta_views(pixels: np.ndarray, shift: int = 2) -> list[np.ndarray]:
-    """Test-time views of (N, 48, 48) faces: the faces, their mirror images, and both shifted by
-    `shift` pixels in four directions (edge-padded crops)."""
-    views = []
-    for base in (pixels, pixels[:, :, ::-1]):
-        views.append(np.ascontiguousarray(base))
-        padded = np.pad(base, ((0, 0), (shift, shift), (shift, shift)), mode="edge")
-        for dy, dx in ((0, 0), (0, 2 * shift), (2 * shift, 0), (2 * shift, 2 * shift)):
-            views.append(np.ascontiguousarray(padded[:, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE]))
-    return views
-
-
-def model_path(model: str | Path | None) -> Path:
-    """A model file, or the file of a shipped model named by `SHIPPED_MODELS` (None: the default)."""
-    if model is None:
-        return DEFAULT_MODEL
-    path = Path(model)
-    return SHIPPED_MODELS[str(model)] if not path.exists() and str(model) in SHIPPED_MODELS else path
-
-
-class EmotionClassifier:
-    """Classify 48x48 grayscale faces with one or more ONNX models (several = an averaged ensemble)."""
-
-    def __init__(self, model: str | Path | list[str | Path] | None = None, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        paths = [model_path(p) for p in (model if isinstance(model, list) else [model])]
-        options = ort.SessionOptions()
-        # Idle ORT threads spin for a while after each run by default, taking the cores that
-        # detection, decoding and drawing need next; in a pipeline that costs more than it saves.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
-        self.sessions = []
-        for path in paths:
-            if not path.is_file():
-                raise ModelError(f"{path}: no such model file")
-            try:
-                self.sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
-            except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-                raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
-        self.paths = paths
-        card = paths[0].with_suffix(".json")
-        self.card: dict = json.loads(card.read_text()) if card.is_file() else {}
-        self.labels: tuple[str, ...] = tuple(self.card.get("labels", EMOTIONS))
-
-    def predict_proba(self, faces: np.ndarray, tta: bool = False) -> np.ndarray:
-        """uint8 (N, 48, 48) faces -> (N, 7) probabilities, averaged over models (and views with `tta`)."""
-        if faces.ndim != 3 or faces.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-            raise ValueError(f"faces must be N x 48 x 48, got {faces.shape}")
-        if len(faces) == 0:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        views = tta_views(faces) if tta else [faces]
-        x = np.concatenate([normalize(v) for v in views])
-        probs = np.zeros((len(faces), len(self.labels)), dtype=np.float64)
-        for session in self.sessions:
-            logits = session.run(None, {session.get_inputs()[0].name: x})[0]
-            probs += softmax(logits.astype(np.float64)).reshape(len(views), len(faces), -1).sum(0)
-        return (probs / (len(views) * len(self.sessions))).astype(np.float32)
-
-
-class ImageError(ValueError):
-    """An image that cannot be used (unreadable, empty, too large); front ends report it and go on."""
-
-
-class ImageTooLarge(ImageError):
-    """An image over the pixel limit (the server answers 413)."""
-
-
-class ImageTooSmall(ImageError):
-    """An image too small to hold a face (the server answers 422)."""
-
-
-MAX_PIXELS = 60_000_000  # larger images are refused rather than exhausting memory
-MIN_SIDE = 8  # pixels; smaller images cannot hold a face
-# The encoded formats read: Pillow reads their headers (sizes, before any decoding), OpenCV decodes them.
-IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF")
-# ferkit checks every image's size against its own limit before decoding; Pillow's warning would only add noise.
-warnings.filterwarnings("ignore", category=PIL.Image.DecompressionBombWarning)
+STREAM_DETECT_SIZE = 320  # video and camera: faces searched in frames shrunk to 320 px (`ferkit benchmark pipeline`)
 
 
 @dataclass
-class Face:
-    """One recognised face: where it is, how sure the detector was, and the emotion with all 7 probabilities."""
+class RecognizerConfig:
+    """How faces are found and classified: the one set of options of every recognition verb
+    (`predict`, `video`, `webcam`, `serve`), of the library and of `/api/v1/model`. Each field's
+    metadata is its command-line help; `detect_size` and `detect_every` are for video and camera frames."""
 
-    box: tuple[int, int, int, int]
-    score: float
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-    track_id: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def read_image(source: str | Path | np.ndarray | Image, color: str = "bgr") -> np.ndarray:
-    """Any image a user may hand over (path, BGR/RGB/gray array, PIL image) -> a BGR or gray uint8 array."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.exists() and not path.is_file():  # a FIFO or device would block or never end
-            raise ImageError(f"{path}: not a regular file")
-        try:
-            raw = np.fromfile(path, dtype=np.uint8)
-        except OSError as e:
-            raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
-        return decode_image(raw, str(path))
-    if not isinstance(source, np.ndarray):  # a PIL image
-        try:
-            source, color = np.asarray(source.convert("RGB")), "rgb"
-        except AttributeError:
-            raise ImageError(f"cannot read an image from a {type(source).__name__}") from None
-    image = source
-    if image.dtype != np.uint8:
-        if not np.issubdtype(image.dtype, np.floating):
-            raise ImageError(f"image arrays must be uint8 or float in 0..1, got {image.dtype}")
-        image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if color == "rgb" else cv2.COLOR_BGRA2BGR)
-    elif image.ndim == 3 and image.shape[2] == 3 and color == "rgb":
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    elif image.ndim != 2 and not (image.ndim == 3 and image.shape[2] == 3):
-        raise ImageError(f"image arrays must be H x W or H x W x 3/4, got shape {image.shape}")
-    return _checked_size(np.ascontiguousarray(image), "image")
-
-
-def decode_image(data: bytes | np.ndarray, what: str = "image", max_pixels: int | None = None) -> np.ndarray:
-    """Encoded image bytes -> BGR array. The size the header declares is checked first, so a small
-    file that would decode to gigabytes (a decompression bomb) is refused before any decoding."""
-    limit = max_pixels or MAX_PIXELS
-    raw = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else data
-    if raw.size == 0:
-        raise ImageError(f"{what}: empty file")
-    _check_size(*declared_size(raw, what), what, limit)
-    image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageError(f"{what}: not a readable image")
-    return _checked_size(image, what, limit)
-
-
-def declared_size(raw: np.ndarray, what: str = "image") -> tuple[int, int]:
-    """Width and height from an encoded image's header alone: Pillow's `open` is lazy and decodes nothing."""
-    try:
-        with PIL.Image.open(io.BytesIO(raw.tobytes()), formats=IMAGE_FORMATS) as image:
-            return image.size
-    except PIL.Image.DecompressionBombError:
-        raise ImageTooLarge(f"{what}: over {2 * PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels") from None
-    except Exception:  # a parser of untrusted bytes: any failure means the file is not an image we read
-        raise ImageError(f"{what}: not a readable image ({', '.join(IMAGE_FORMATS)})") from None
-
-
-def _checked_size(image: np.ndarray, what: str, limit: int | None = None) -> np.ndarray:
-    _check_size(image.shape[1], image.shape[0], what, limit or MAX_PIXELS)
-    return image
-
-
-def _check_size(w: int, h: int, what: str, limit: int) -> None:
-    if h == 0 or w == 0:
-        raise ImageError(f"{what}: empty image")
-    if h * w > limit:
-        raise ImageTooLarge(f"{what}: {w}x{h} is over the limit of {limit / 1e6:g} megapixels")
-    if min(h, w) < MIN_SIDE:
-        raise ImageTooSmall(f"{what}: {w}x{h} pixels is too small to hold a face (at least {MIN_SIDE}x{MIN_SIDE})")
-
-
-def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0) -> np.ndarray:
-    """A detected box (grown by `margin` of its size per side) -> the 48x48 face the model expects;
-    parts outside the image are filled by repeating its edge."""
-    x, y, w, h = box
-    dx, dy = int(round(w * margin)), int(round(h * margin))
-    x0, y0, x1, y1 = x - dx, y - dy, x + w + dx, y + h + dy
-    H, W = gray.shape
-    pad = max(0, -x0, -y0, x1 - W, y1 - H)
-    if pad:
-        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    face = gray[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
-    return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    model: str | Path | Sequence[str | Path] | None = field(default=None, metadata={"type": Optional[list[Path]], "help": "ONNX model(s), or a shipped one by name: fer2013 (the default) or ferplus; several = averaged ensemble."})
+    detector: str = field(default="haar", metadata={"help": "Face detector: haar (fastest) or centerface (finds more faces)."})
+    min_face: int = field(default=40, metadata={"help": "Smallest face to detect, pixels."})
+    min_score: float | None = field(default=None, metadata={"help": "Lowest detector score to keep (default: the detector's own)."})
+    margin: float = field(default=0.0, metadata={"help": "Grow each face box by this fraction per side before cropping."})
+    tta: bool = field(default=False, metadata={"help": "Test-time augmentation (mirror and shifted crops): slower, a little more accurate."})
+    detect_size: int | None = field(default=None, metadata={"help": "Search for faces in frames shrunk to at most this many pixels wide or high (speed)."})
+    detect_every: int = field(default=DETECT_EVERY, metadata={"min": 1, "help": "Search the whole frame for faces every Nth frame; known faces are followed between (1: search every frame)."})
 
 
 class EmotionRecognizer:
     """The one pipeline every front end calls: detect faces, crop them, classify all in one batch.
 
     >>> EmotionRecognizer().predict("photo.jpg")  # -> [Face(box=..., label='happy', confidence=0.93, ...)]
+
+    `EmotionRecognizer(model="ferplus", tta=True)` is short for
+    `EmotionRecognizer(RecognizerConfig(model="ferplus", tta=True))`. One recognizer may serve
+    several threads: `predict` holds its `lock`, since OpenCV's detectors are not safe to call from
+    several threads at once (and ONNX Runtime uses every core for each call anyway).
     """
 
-    def __init__(
-        self,
-        model: str | Path | list[str | Path] | None = None,
-        detector: str = "haar",
-        min_face: int = 40,
-        min_score: float | None = None,
-        margin: float = 0.0,
-        tta: bool = False,
-        threads: int | None = None,
-        detect_size: int | None = None,
-    ) -> None:
-        from .detect import create_detector
-
-        self.classifier = EmotionClassifier(model, threads=threads)
-        options = {k: v for k, v in (("min_score", min_score), ("max_side", detect_size)) if v is not None}
-        self.detector = create_detector(detector, min_size=min_face, **options)
-        self.margin, self.tta = margin, tta
+    def __init__(self, config: RecognizerConfig | None = None, *, threads: int | None = None, **options: Any) -> None:
+        self.config = c = replace(config or RecognizerConfig(), **options)
+        self.classifier = EmotionClassifier(c.model, threads=threads)
+        detector_options = {k: v for k, v in (("min_score", c.min_score), ("max_side", c.detect_size)) if v is not None}
+        self.detector = create_detector(c.detector, min_size=c.min_face, **detector_options)
+        self.lock = threading.RLock()
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -251,7 +70,8 @@ class EmotionRecognizer:
         """Faces in one image (path, array or PIL image; arrays are BGR unless `color="rgb"`)."""
         bgr = read_image(image, color)
         gray = to_gray(bgr)
-        return self.classify(gray, self.detect(bgr, gray))
+        with self.lock:
+            return self.classify(gray, self.detect(bgr, gray))
 
     def detect(self, bgr: np.ndarray, gray: np.ndarray) -> list[Detection]:
         """Run the detector on the image form it works on, so the grey one is converted only once."""
@@ -261,16 +81,17 @@ class EmotionRecognizer:
         """Crop and classify detected faces, all in one batch."""
         if not detections:
             return []
-        crops = np.stack([crop_face(gray, d.box, self.margin) for d in detections])
-        probs = self.classifier.predict_proba(crops, tta=self.tta)
+        crops = np.stack([crop_face(gray, d.box, self.config.margin) for d in detections])
+        probs = self.classifier.predict_proba(crops, tta=self.config.tta)
         return [
             Face(d.box, d.score, self.labels[int(p.argmax())], float(p.max()), dict(zip(self.labels, map(float, p))))
             for d, p in zip(detections, probs)
         ]
 
-    def stream(self, detect_every: int = DETECT_EVERY, smoothing: float = 0.6) -> StreamRecognizer:
-        """A recogniser for consecutive video frames: tracking, smoothing, optional sparse detection."""
-        return StreamRecognizer(self, detect_every, smoothing)
+    def stream(self, detect_every: int | None = None, smoothing: float = 0.6) -> StreamRecognizer:
+        """A recogniser for consecutive video frames: tracking, smoothing, optional sparse detection
+        (every `detect_every`th frame; default: the config's)."""
+        return StreamRecognizer(self, detect_every or self.config.detect_every, smoothing)
 
 
 class StreamRecognizer:
@@ -283,10 +104,8 @@ class StreamRecognizer:
     """
 
     def __init__(self, recognizer: EmotionRecognizer, detect_every: int = DETECT_EVERY, smoothing: float = 0.6) -> None:
-        from .track import Follower, Tracker
-
         if detect_every < 1:
-            raise ValueError("detect_every must be 1 or more")
+            raise OptionError("detect_every must be 1 or more")
         self.recognizer, self.detect_every = recognizer, detect_every
         self.tracker, self.follower = Tracker(smoothing=smoothing), Follower()
         self.frames = 0
@@ -313,3 +132,17 @@ class StreamRecognizer:
         self.seconds["track"] += time.perf_counter() - t3
         self.frames += 1
         return faces
+
+
+def recognize_source(source: Iterable[Frame], recognizer: EmotionRecognizer | StreamRecognizer) -> Iterator[tuple[Frame, list[Face]]]:
+    """The recognition loop: each frame of a source (`sources.Images`, `Video`, `Camera`) with the
+    faces in it. A video's or camera's frames go through one `StreamRecognizer`, so faces keep
+    their track ids and the detector searches only every `detect_every`th frame (pass a stream to
+    read its stage timings afterwards); images are recognised each on its own. A frame without an
+    image (unreadable, or a camera with nothing new yet) comes through with no faces."""
+    if isinstance(recognizer, StreamRecognizer):
+        recognize = recognizer
+    else:
+        recognize = recognizer.stream() if getattr(source, "stream", False) else recognizer.predict
+    for frame in source:
+        yield frame, ([] if frame.image is None else recognize(frame.image))

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,10 +15,15 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi_offline import FastAPIOffline
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import __version__
-from .recognize import EmotionRecognizer, Face, ImageError, ImageTooLarge, ImageTooSmall, decode_image
+from .errors import ImageError, ImageTooLarge, ImageTooSmall
+from .recognize import EmotionRecognizer
+from .results import Face
+from .sources import decode_image
 
 WEB = Path(__file__).parent / "web"
 MB = 1024 * 1024
@@ -59,9 +63,6 @@ async def read_upload(request: Request, limits: Limits) -> bytes:
     except TimeoutError:
         raise HTTPException(408, f"upload too slow: the body must arrive within {limits.upload_seconds:g} s", headers=CLOSE) from None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        from starlette.datastructures import UploadFile
-        from starlette.formparsers import MultiPartException, MultiPartParser
-
         async def replay():
             yield bytes(body)
 
@@ -112,12 +113,11 @@ def trusted_hosts(bind: str, allowed: list[str]) -> list[str]:
 
 def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | None = None,
                allowed_hosts: list[str] | None = None) -> FastAPI:
-    """The FastAPI app; one recognizer shared by all requests behind a lock (OpenCV's detectors
+    """The FastAPI app; one recognizer shared by all requests behind its lock (OpenCV's detectors
     are not safe to call from several threads at once; ONNX Runtime uses all cores per call).
     With `allowed_hosts`, a request naming any other Host gets 400 (DNS rebinding, spoofed names)."""
     recognizer = recognizer or EmotionRecognizer()
     limits = limits or Limits()
-    lock = threading.Lock()
     uploads = anyio.Semaphore(limits.max_uploads)
     workers = anyio.CapacityLimiter(limits.workers)
     # FastAPIOffline serves the /docs assets itself: plain FastAPI loads them from a CDN.
@@ -144,6 +144,7 @@ def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | Non
             "architecture": card.get("architecture"),
             "metrics": card.get("metrics", {}),
             "detector": type(recognizer.detector).__name__,
+            "options": asdict(recognizer.config),
             "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels},
         }
 
@@ -168,7 +169,7 @@ def create_app(recognizer: EmotionRecognizer | None = None, limits: Limits | Non
 
             def run() -> tuple[np.ndarray, list[Face], float]:
                 image = decode(data, limits)
-                with lock:
+                with recognizer.lock:  # held here too, so time_ms is the work, not the wait
                     t = time.perf_counter()
                     return image, recognizer.predict(image), (time.perf_counter() - t) * 1000
 

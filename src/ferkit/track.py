@@ -7,8 +7,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from .detect import Detection
-from .recognize import Face
+from .results import Detection, Face
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

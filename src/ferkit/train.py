@@ -9,13 +9,11 @@ PublicTest score the BatchNorm statistics are re-estimated on clean training fac
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,62 +23,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from .data import EMOTIONS, MEAN, STD, DataError, FERData, load, with_votes
+from .checkpoints import pick_device, predict_logits, save_atomic, to_input
+from .classify import model_path
+from .data import EMOTIONS, MEAN, STD, FERData, load, with_votes
+from .errors import DataError, OptionError, RunError
 from .models import count_parameters, create_model, load_state
-from .recognize import model_path
+from .runs import LOG_FIELDS, TrainConfig, log_until, read_config, write_log
 
-LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 console = Console(stderr=True)
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    model: str = "resnet_fer"
-    name: str = ""
-    runs_dir: str = "runs"
-    epochs: int = 60
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    balance: bool = False
-    mixup: float = 0.0
-    erasing: float = 0.5
-    rotation: float = 15.0
-    shift: float = 0.1
-    zoom: float = 0.15
-    brightness: float = 0.25
-    target_acc: float | None = None
-    patience: int | None = None
-    subset: int | None = None
-    ferplus: str | None = None
-    soft_labels: bool = False
-    pretrained: str | None = None
-    ema: float = 0.0
-    teachers: tuple[str, ...] = ()
-    distill: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    bf16: str = "auto"
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / (self.name or self.model)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: this machine has no CUDA GPU that torch {torch.__version__} can use; choose cpu or auto")
-    return device
 
 
 def use_bf16(setting: str, device: torch.device) -> bool:
@@ -138,21 +88,6 @@ def augment(pixels: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch
         erase = (torch.rand(b, generator=g, device=dev) < cfg.erasing).view(b, 1, 1) & box
         x = x.masked_fill(erase.unsqueeze(1), 0.0)
     return x
-
-
-def to_input(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 48, 48) -> normalised float (B, 1, 48, 48), no augmentation."""
-    return ((pixels.float().unsqueeze(1) / 255.0) - MEAN) / STD
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, pixels: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
-    model.eval()
-    out = []
-    for i in range(0, len(pixels), batch):
-        x = to_input(torch.from_numpy(pixels[i : i + batch]).to(device))
-        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
-    return torch.cat(out).numpy()
 
 
 @torch.no_grad()
@@ -238,13 +173,6 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a kill mid-write never leaves a broken checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up, then cosine decay to zero over the whole run."""
     warm = int(cfg.warmup_epochs * steps_per_epoch)
@@ -270,24 +198,18 @@ def load_splits(cfg: TrainConfig) -> tuple[FERData, FERData]:
     return train, val
 
 
-def _read_config(run_dir: Path) -> TrainConfig:
-    saved = json.loads((run_dir / "config.json").read_text())
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
-
-
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a run; return the path of its best checkpoint."""
     run_dir = cfg.run_dir
     last = run_dir / "last.pt"
     if resume:
         if not last.exists():
-            raise FileNotFoundError(f"{last}: nothing to resume; start the run without --resume")
-        cfg = replace(_read_config(run_dir), runs_dir=cfg.runs_dir, name=cfg.name)  # the run may have moved
+            raise RunError(f"{last}: nothing to resume; start the run without --resume")
+        cfg = replace(read_config(run_dir), runs_dir=cfg.runs_dir, name=cfg.name)  # the run may have moved
         state = load_state(last)
         console.print(f"resuming {run_dir} with its saved config")
     elif last.exists():
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
@@ -309,7 +231,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+        raise OptionError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
 
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema > 0 else None
     start_epoch, best_acc, best_epoch, history = 0, -1.0, 0, []
@@ -320,8 +242,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             ema.load_state_dict(state["ema"])
         start_epoch, best_acc, best_epoch = state["epoch"], state["best_acc"], state["best_epoch"]
         # The checkpoint holds the log up to itself: a kill between the two cannot lose or add a row.
-        history = state["log"] if "log" in state else _read_log(run_dir / "log.csv", start_epoch)  # older checkpoints
-    _write_log(run_dir / "log.csv", history)
+        history = state["log"] if "log" in state else log_until(run_dir / "log.csv", start_epoch)
+    write_log(run_dir / "log.csv", history)
 
     pixels = torch.from_numpy(train_data.pixels).to(device)
     labels = torch.from_numpy(train_data.labels).to(device)
@@ -330,7 +252,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     weight = class_weights(train_data.labels).to(device) if cfg.balance else None
     steps = len(train_data) // cfg.batch_size
     if steps == 0:
-        raise ValueError(f"{len(train_data)} training images are fewer than one batch of {cfg.batch_size}")
+        raise DataError(f"{len(train_data)} training images are fewer than one batch of {cfg.batch_size}")
     console.print(
         f"{cfg.model}: {count_parameters(model) / 1e6:.2f}M parameters, {len(train_data)} train / "
         f"{len(val_data)} PublicTest images, device {device}{' bf16' if bf16 else ''}, run {run_dir}"
@@ -389,7 +311,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
              "log": history},
             last,
         )
-        _write_log(run_dir / "log.csv", history)
+        write_log(run_dir / "log.csv", history)
         console.print(
             f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
             f"PublicTest acc {val_acc:.4f}  (best {best_acc:.4f} @ {best_epoch})  {row['seconds']:.0f}s"
@@ -417,19 +339,3 @@ def _progress() -> Progress:
     )
 
 
-def _write_log(path: Path, rows: list[dict]) -> None:
-    """Write the whole log, atomically: a kill leaves the old log or the new one, never half a row."""
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _read_log(path: Path, epochs_done: int) -> list[dict]:
-    """The log rows up to the checkpoint, for a checkpoint that does not hold its log."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]

@@ -1,15 +1,38 @@
-"""Writing recognition results as JSON lines or CSV, one image or frame at a time (flushed, so a crash loses nothing)."""
+"""Results as plain data: a detected box, a recognised face, and the writers that store them as
+JSON lines or CSV, one image or frame at a time (flushed, so a crash loses nothing)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Sequence
 
-from .recognize import Face
+
+@dataclass(frozen=True)
+class Detection:
+    """A face a detector found: where, and how sure it was."""
+
+    box: tuple[int, int, int, int]  # x, y, width, height in image pixels
+    score: float
+
+
+@dataclass
+class Face:
+    """One recognised face: where it is, how sure the detector was, and the emotion with all 7 probabilities."""
+
+    box: tuple[int, int, int, int]
+    score: float
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    track_id: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def same_file(a: Path, b: Path) -> bool:
