@@ -5,13 +5,13 @@
 
 import os
 
-from .data import EMOTIONS
-from .errors import FerkitError
-from .recognize import EmotionRecognizer, RecognizerConfig, recognize_source
-
-# ONNX Runtime keeps a telemetry database under ~/.cache unless this is set before it loads, which
-# ferkit's modules do after this package.
+# ONNX Runtime keeps a telemetry database under ~/.cache unless this is set before it loads (the
+# imports below load it).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from .data import EMOTIONS  # noqa: E402
+from .errors import FerkitError  # noqa: E402
+from .recognize import EmotionRecognizer, RecognizerConfig, recognize_source  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["EMOTIONS", "EmotionRecognizer", "FerkitError", "RecognizerConfig", "__version__", "recognize_source"]
