@@ -40,6 +40,16 @@ def test_memory_benchmark_stays_under_the_goal(small_data: Path, fer_npz: Path) 
         assert seconds > 0 and 50 < peak < 1500, (command, peak)
 
 
+def test_soak_benchmark_refuses_every_bad_client_and_serves_the_rest() -> None:
+    out = ferkit("benchmark", "soak", "--clients", "2", "--seconds", "5", "--upload-timeout", "1.5").stdout
+    total = next(line for line in out.splitlines() if line.startswith("│") and "all" in line)
+    cells = [c.strip() for c in total.split("│")[1:-1]]
+    assert int(cells[1]) > 0 and cells[2] == "0"  # good clients answered, none failed
+    assert int(cells[7]) > 0 and cells[8] == "0"  # bad clients refused, each with its status
+    for answer in ("bomb [413]", "tiny [422]", "foreign host [400]", "slow (1 KB/s) [408]"):
+        assert answer in " ".join(out.split()), out
+
+
 PEER = Path(__file__).parents[1] / ".peer-venv" / "bin" / "python"
 
 

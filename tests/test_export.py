@@ -81,7 +81,7 @@ def test_ferplus_model_is_scored_on_ferplus_labels(tiny_run: Path, small_data: P
     assert card["metrics"]["PrivateTest_accuracy"] == round(report["accuracy"], 4)
 
     # The run's FER+ file has moved: a clear error, and --ferplus names it.
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
     state["config"]["ferplus"] = str(tmp_path / "gone" / "fer2013new.csv")
     torch.save(state, tmp_path / "moved.pt")
     result = ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", small_data, check=False)

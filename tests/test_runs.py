@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ferkit.cli import app
-from ferkit.runs import LOG_FIELDS, TrainConfig, append_log, read_config, train_command, trim_log
+from ferkit.runs import LOG_FIELDS, TrainConfig, log_until, read_config, train_command, write_log
 
 EVERY_OPTION = TrainConfig(
     data="d.npz", model="tiny_cnn", name="x", epochs=3, batch_size=32, optimizer="adamw", lr=0.01, weight_decay=0.001,
@@ -38,7 +38,7 @@ def test_config_and_log_of_a_run(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert read_config(tmp_path) == TrainConfig(data="d.npz", epochs=5)
     log = tmp_path / "log.csv"
-    for epoch in (1, 2, 3):
-        append_log(log, dict(zip(LOG_FIELDS, (epoch, 0.1, 1.0, 0.5, 1.1, 0.4, 60.0))))
-    trim_log(log, 2)  # resumed from epoch 2's checkpoint: epoch 3's row goes
+    write_log(log, [dict(zip(LOG_FIELDS, (epoch, 0.1, 1.0, 0.5, 1.1, 0.4, 60.0))) for epoch in (1, 2, 3)])
+    # A checkpoint that does not hold its log, resumed from epoch 2: epoch 3's row goes.
+    write_log(log, log_until(log, 2))
     assert [line.split(",")[0] for line in log.read_text().splitlines()] == ["epoch", "1", "2"]

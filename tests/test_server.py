@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -14,8 +15,9 @@ SAMPLE = (ASSETS / "sample.jpg").read_bytes()
 
 
 @pytest.fixture(scope="module")
-def client() -> TestClient:
-    return TestClient(create_app(limits=Limits(max_bytes=1 * MB, max_pixels=4_000_000)))
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(limits=Limits(max_bytes=1 * MB, max_pixels=4_000_000))) as client:  # one event loop, as a server has
+        yield client
 
 
 def test_predict_multipart_and_raw_body(client: TestClient) -> None:

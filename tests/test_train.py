@@ -28,7 +28,7 @@ def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:
     log = (tiny_run / "log.csv").read_text().splitlines()
     assert log[0] == "epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds" and len(log) == 2
     val_acc = float(log[1].split(",")[5])
-    best = torch.load(tiny_run / "best.pt", weights_only=False)
+    best = torch.load(tiny_run / "best.pt", weights_only=True)
     assert best["epoch"] == 1 and np.isclose(best["val_acc"], val_acc)
     # One epoch on 1,000 images already beats always guessing one class of the 7 (chance ~1/7).
     assert val_acc > 0.2
@@ -173,7 +173,7 @@ def test_time_budget_run_stops_decayed_and_resume_keeps_the_clock(fer_npz: Path,
     log = (tmp_path / "tb" / "log.csv").read_text().splitlines()
     last_lr = float(log[-1].split(",")[1])
     assert len(log) >= 2 and last_lr < 0.05 * 0.05  # 5% of the peak at most: the cosine ran to its end
-    state = torch.load(tmp_path / "tb" / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "tb" / "last.pt", weights_only=True)
     assert 4.0 <= state["elapsed"] < 60
     ferkit("train", *args, "--resume")  # the budget is spent: nothing more to do
     assert (tmp_path / "tb" / "log.csv").read_text().splitlines() == log
@@ -198,7 +198,7 @@ def test_sigkill_then_resume_continues_exactly(small_data: Path, tmp_path: Path)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    done = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"]
+    done = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"]
     assert done == 1, "the kill must land in the second (last) epoch"
 
     again = ferkit(*_train_cmd(small_data, tmp_path, "killed", "--resume")[3:])
@@ -206,8 +206,8 @@ def test_sigkill_then_resume_continues_exactly(small_data: Path, tmp_path: Path)
     assert "epoch 1/2 " not in again.stderr  # finished epochs are not trained again
     rows = (tmp_path / "killed" / "log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
-    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
     for part in ("model", "ema"):
         assert all(torch.allclose(whole[part][k].float(), resumed[part][k].float(), atol=1e-5) for k in whole[part])
 
@@ -232,8 +232,8 @@ def test_training_options_ferplus_soft_balance_mixup_adamw_ema_teacher_and_targe
     assert config["ferplus"] and config["soft_labels"] and config["balance"] and config["optimizer"] == "adamw"
     assert config["teachers"] == [str(tiny_run / "best.pt")] and config["distill"] == 0.3
     # With --ema the checkpoint that ships holds the averaged weights, not the last trained ones.
-    best = torch.load(tmp_path / "plus" / "best.pt", weights_only=False)["model"]
-    last = torch.load(tmp_path / "plus" / "last.pt", weights_only=False)
+    best = torch.load(tmp_path / "plus" / "best.pt", weights_only=True)["model"]
+    last = torch.load(tmp_path / "plus" / "last.pt", weights_only=True)
     weights = [k for k in best if k.endswith("weight")]
     assert all(torch.equal(best[k], last["ema"]["module." + k]) for k in weights)
     assert not all(torch.equal(best[k], last["model"][k]) for k in weights)

@@ -1,7 +1,8 @@
 """Benchmarks that print tables: model speed (training and inference), the whole pipeline's frame
-rate on 640x480 video, the REST API under concurrent load, and the peak memory of each verb. Run
-them with `ferkit benchmark models|pipeline|server|memory` or the scripts in benchmarks/; every
-speed and memory figure in the README comes from here.
+rate on 640x480 video, the REST API under concurrent load and in a soak beside slow and malicious
+clients, int8 copies of a model, and the peak memory of each verb. Run them with `ferkit benchmark
+models|pipeline|quantize|server|soak|memory` or the scripts in benchmarks/; every speed and memory
+figure in the README comes from here.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import json
 import os
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -374,3 +377,172 @@ def memory_table(data: Path, video: Path, frames: int = 300) -> Table:
             shown = " ".join(Path(a).name if isinstance(a, Path) else a for a in args)
             table.add_row(f"ferkit {shown}", f"{seconds:.1f}", f"{peak:.0f}")
     return table
+
+
+# --- soak: well-behaved clients beside slow and malicious ones, for minutes ------------------------
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of zeros: 50 KB at 20000x20000, 1.2 GB once decoded to BGR."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row, z = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def bad_requests(port: int) -> dict[str, tuple[int, bytes, bytes, float]]:
+    """What the malicious and slow clients send, by kind: (expected status, head, body, seconds
+    between 1 KB pieces of the body; 0 sends it at once). A body shorter than its Content-Length
+    is left hanging: the server must time it out."""
+    ok, tiny = cv2.imencode(".png", np.zeros((5, 5), np.uint8))
+    host = f"127.0.0.1:{port}"
+
+    def head(length: int, *extra: str) -> bytes:
+        lines = ["POST /api/v1/predict HTTP/1.1", f"Host: {host}", "Content-Type: image/png", f"Content-Length: {length}", *extra]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    bomb, noise, sample = png_bomb(20000, 20000), np.random.default_rng(0).bytes(65536), (ASSETS / "sample.jpg").read_bytes()
+    return {
+        "bomb": (413, head(len(bomb)), bomb, 0),
+        "oversized": (413, head(50 * 1024 * 1024), noise, 0),
+        "not an image": (415, head(len(noise)), noise, 0),
+        "tiny": (422, head(len(tiny)), tiny.tobytes(), 0),
+        "cross-origin": (403, head(len(sample), "Origin: http://attacker.example"), sample, 0),
+        "foreign host": (400, head(len(sample)).replace(host.encode(), b"attacker.example"), sample, 0),
+        "slow (1 KB/s)": (408, head(1024 * 1024), bytes(1024 * 1024), 1.0),
+        "stalled at 9 of 10 MB": (408, head(10 * 1024 * 1024), bytes(9 * 1024 * 1024), 0),
+    }
+
+
+async def bad_request(port: int, head: bytes, body: bytes, drip: float) -> int:
+    """Send one request the way a bad client does; return the status the server answered with."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.ensure_future(reader.readline())
+    try:
+        writer.write(head)
+        for i in range(0, len(body), 1024 if drip else len(body)):
+            if answer.done():
+                break
+            writer.write(body[i : i + (1024 if drip else len(body))])
+            await writer.drain()
+            await asyncio.sleep(drip)
+        return int((await answer).split()[1])
+    finally:
+        answer.cancel()
+        writer.close()
+
+
+async def soak(port: int, pid: int, clients: int, seconds: float, windows: int) -> tuple[list[dict], dict[str, list[int]]]:
+    """Run the well-behaved clients, the bad ones and a health probe; collect latencies, errors (a
+    failed health check counts as one) and the server's memory per time window."""
+    import httpx
+
+    start = time.perf_counter()
+    stop = start + seconds
+    rows = [{"ok": [], "errors": 0, "health": [], "bad": 0, "unexpected": 0, "mb": 0.0} for _ in range(windows)]
+    statuses: dict[str, list[int]] = {}
+
+    def window() -> dict:
+        return rows[min(windows - 1, int((time.perf_counter() - start) / seconds * windows))]
+
+    async def client(http: httpx.AsyncClient, image: bytes) -> None:
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            try:
+                r = await http.post("/api/v1/predict", content=image, headers={"content-type": "image/jpeg"})
+                ok = r.status_code == 200 and len(r.json()["faces"]) == 1
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                window()["ok"].append(time.perf_counter() - t)
+            else:
+                window()["errors"] += 1
+
+    async def bad(kind: str, expected: int, head: bytes, body: bytes, drip: float) -> None:
+        while time.perf_counter() < stop:
+            try:
+                status = await bad_request(port, head, body, drip)
+            except (OSError, ValueError, IndexError):
+                status = 0  # the connection broke without an answer
+            statuses.setdefault(kind, []).append(status)
+            window()["bad" if status == expected else "unexpected"] += 1
+            await asyncio.sleep(0.2)
+
+    async def probe(http: httpx.AsyncClient) -> None:
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            try:
+                await http.get("/api/v1/health")
+            except httpx.HTTPError:
+                window()["errors"] += 1
+            window()["health"].append(time.perf_counter() - t)
+            await asyncio.sleep(0.5)
+
+    async def memory() -> None:
+        while time.perf_counter() < stop:
+            w = window()
+            w["mb"] = max(w["mb"], resident_mb(pid))
+            await asyncio.sleep(0.5)
+
+    image = (ASSETS / "sample.jpg").read_bytes()
+    # One client of each bad kind, two of each kind that holds its connection open (trickling, stalled).
+    bad_clients = [(kind, *request) for kind, request in bad_requests(port).items() for _ in range(2 if request[0] == 408 else 1)]
+    limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(http, image) for _ in range(clients)), *(bad(*b) for b in bad_clients), probe(http), memory())
+    return rows, statuses
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak_table(clients: int = 32, seconds: float = 120, windows: int = 8, upload_timeout: float = 30.0) -> Table:
+    """`ferkit serve` in its own process, loaded for `seconds` by `clients` well-behaved clients posting
+    the sample photo while bad clients send bombs, oversized and non-image bodies, tiny images,
+    cross-origin and foreign-host requests, and bodies that trickle in or stall. One row per time
+    window: the good clients' answers and latency, the health probe's slowest answer, the bad
+    requests refused as they should be (and any that were not), and the server's memory."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port), "--upload-timeout", str(upload_timeout)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        rows, statuses = asyncio.run(soak(port, server.pid, clients, seconds, windows))
+        peak = peak_memory_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(10)
+    kinds = ", ".join(f"{kind} {sorted(set(codes))}" for kind, codes in statuses.items())
+    table = Table(title=f"Soak: {clients} clients posting sample.jpg for {seconds:.0f} s beside {len(statuses)} kinds of bad client",
+                  caption=f"bad clients' answers: {kinds}; server peak {peak:.0f} MB")
+    for column in ("seconds", "answered", "errors", "p50 ms", "p95 ms", "p99 ms", "health max ms", "bad refused", "bad not refused", "server MB"):
+        table.add_column(column, justify="right")
+    span = seconds / windows
+    for i, row in enumerate(rows):
+        table.add_row(f"{i * span:.0f}-{(i + 1) * span:.0f}", *soak_cells(row))
+    whole = {"ok": sum((r["ok"] for r in rows), []), "health": sum((r["health"] for r in rows), []),
+             **{k: sum(r[k] for r in rows) for k in ("errors", "bad", "unexpected")}, "mb": max(r["mb"] for r in rows)}
+    table.add_row("all", *soak_cells(whole), end_section=True)
+    return table
+
+
+def soak_cells(row: dict) -> list[str]:
+    ms = np.array(row["ok"]) * 1000 if row["ok"] else np.array([np.nan])
+    health = max(row["health"]) * 1000 if row["health"] else float("nan")
+    return [str(len(row["ok"])), str(row["errors"]), *(f"{np.percentile(ms, q):.0f}" for q in (50, 95, 99)), f"{health:.0f}",
+            str(row["bad"]), str(row["unexpected"]), f"{row['mb']:.0f}"]

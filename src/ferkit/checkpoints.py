@@ -14,19 +14,14 @@ import numpy as np
 import torch
 
 from .data import EMOTIONS, MEAN, STD
-from .errors import ModelError
-from .models import create_model
+from .errors import ModelError, OptionError
+from .models import create_model, load_state
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a checkpoint was trained as, with its weights, in eval mode."""
-    if not Path(path).is_file():
-        raise ModelError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch raises pickle, zip and runtime errors for damaged files
-        raise ModelError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+    state = load_state(path)
+    if "model" not in state or "config" not in state:
         raise ModelError(f"{path}: not a ferkit training checkpoint")
     model = create_model(state["config"]["model"], len(EMOTIONS))
     model.load_state_dict(state["model"])
@@ -37,7 +32,13 @@ def pick_device(name: str) -> torch.device:
     """"auto" is CUDA where there is one, else the CPU; any other name as torch spells it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OptionError(f"unknown device {name!r}; choose auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"--device {name}: this machine has no CUDA GPU that torch {torch.__version__} can use; choose cpu or auto")
+    return device
 
 
 def hardware(device: torch.device) -> str:

@@ -12,6 +12,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Callable, Collection, Iterator, Optional, get_type_hints
 
+import cv2
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -71,13 +72,28 @@ def plain(value: object) -> object:
 
 @contextmanager
 def clean_errors() -> Iterator[None]:
-    """Turn the errors a user can cause (bad files, bad options) into one line and exit code 2; any
-    other exception is a bug and keeps its traceback."""
+    """Turn the errors a user can cause (bad files, bad options, a file system that says no) into one
+    line and exit code 2; any other exception is a bug and keeps its traceback. OpenCV and FFmpeg
+    are told to keep their own warnings to themselves, so that line is all the user sees."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; read when OpenCV first opens a video
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         yield
-    except FerkitError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    except (FerkitError, OSError) as e:
+        err.print(f"[red]error:[/red] {os_error(e) if isinstance(e, OSError) else e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def os_error(e: OSError) -> str:
+    """One line for a failed file operation (no permission, a full disk). mkdir's "File exists" (or
+    "Not a directory") means a file stands where a folder must go: name that file."""
+    if not e.strerror or not e.filename:
+        return str(e)
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        blocker = next((p for p in (Path(e.filename), *Path(e.filename).parents) if p.is_file()), None)
+        if blocker is not None:
+            return f"{blocker} is a file, so nothing can be written under it"
+    return f"{e.filename}: {e.strerror}"
 
 
 @app.command()
@@ -162,11 +178,14 @@ def predict(
     with clean_errors():
         recognizer = EmotionRecognizer(config)
         summary = predict_images(sources or [ASSETS / "sample.jpg"], recognizer, output, save, show_all, progress=err.is_terminal,
-                                 warn=lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False))
+                                 warn=lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False, soft_wrap=True))
     counts = ", ".join(f"{k} {v}" for k, v in Counter(summary["labels"]).most_common())
     failed = summary["unreadable"]
     err.print(f"{plural(summary['images'], 'image')}, {plural(summary['faces'], 'face')}" + (f" ({counts})" if counts else "")
               + (f", {failed} unreadable" if failed else "") + f" in {summary['seconds']:.1f} s, {summary['rate']:.1f} images/s")
+    if failed == summary["images"]:
+        err.print(f"[red]error:[/red] {'no image could be read' if failed else 'no images found'}")
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -221,25 +240,34 @@ def serve(
     port: int = typer.Option(8000, help="Port."),
     max_upload_mb: float = typer.Option(10.0, help="Largest upload accepted (413 beyond)."),
     max_megapixels: float = typer.Option(25.0, help="Largest image accepted, in megapixels (413 beyond)."),
+    upload_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a request body may take to arrive (408 beyond)."),
+    max_uploads: int = typer.Option(16, min=1, help="Requests holding an upload at once; the rest wait, then get 503."),
+    allowed_host: Optional[list[str]] = typer.Option(
+        None, help="A host name clients reach the server by (repeatable); requests naming another get 400. "
+        "Loopback names and --host itself are always allowed; '*' allows any."),
     *,
     config: RecognizerConfig,
 ) -> None:
     """Web app (live camera in the browser, image upload) and REST API at http://HOST:PORT/."""
     import uvicorn  # the web stack is imported by the verbs that serve, not by every start of the CLI
 
-    from .server import Limits, create_app
+    from .server import ANY_ADDRESS, Limits, create_app, trusted_hosts
 
     with clean_errors():
         recognizer = EmotionRecognizer(config)
-        limits = Limits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1_000_000))
+        limits = Limits(int(max_upload_mb * 1024 * 1024), int(max_megapixels * 1_000_000), upload_timeout, max_uploads)
     err.print(f"ferkit web app on http://{host}:{port}/  (API docs: /docs)")
-    uvicorn.run(create_app(recognizer, limits), host=host, port=port, log_level="warning")
+    if host in ANY_ADDRESS and not allowed_host:
+        err.print("[yellow]note:[/yellow] only requests to a loopback name are answered; add --allowed-host NAME for each name or address clients use")
+    # Idle keep-alive connections close after 5 s; past 256 connections new requests get 503.
+    uvicorn.run(create_app(recognizer, limits, trusted_hosts(host, allowed_host or [])), host=host, port=port,
+                log_level="warning", timeout_keep_alive=5, limit_concurrency=256)
 
 
 @app.command()
 @config_options(RecognizerConfig, names=("model",))
 def benchmark(
-    what: str = typer.Argument(..., help="models, pipeline, quantize, server or memory."),
+    what: str = typer.Argument(..., help="models, pipeline, quantize, server, soak or memory."),
     models: Optional[list[str]] = typer.Option(None, "--models", help="models: which registered models (default: all)."),
     video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
                                help="pipeline, memory: the video the 640x480 test clips are made from."),
@@ -249,14 +277,16 @@ def benchmark(
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     *,
     config: RecognizerConfig,
-    clients: int = typer.Option(50, help="server: concurrent clients."),
-    seconds: float = typer.Option(30.0, help="server: duration."),
+    clients: int = typer.Option(50, help="server, soak: concurrent well-behaved clients."),
+    seconds: float = typer.Option(30.0, help="server, soak: duration."),
+    upload_timeout: float = typer.Option(30.0, help="soak: the server's --upload-timeout (the slow clients are cut off after it)."),
     bf16: str = typer.Option("auto", help="models: bf16 autocast in the training steps: auto, on or off."),
     device: str = typer.Option("auto", help="models: where to time training steps: auto (a GPU if present), cpu or cuda."),
     batch: Optional[list[int]] = typer.Option(None, "--batch", help="models: training batch size(s) to time (default 64)."),
     compile: bool = typer.Option(False, "--compile", help="models: time the training steps through torch.compile."),
 ) -> None:
-    """Print speed tables: model training/inference, pipeline FPS per stage, REST API under load; peak memory per verb."""
+    """Print speed tables: model training/inference, pipeline FPS per stage, int8 copies, REST API under
+    load and in a soak beside slow and malicious clients; peak memory per verb."""
     from . import benchmark as bench  # torch (models) and httpx (server): only when benchmarking
 
     with clean_errors():
@@ -276,8 +306,10 @@ def benchmark(
             if not video.is_file():
                 raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
             table = bench.memory_table(data, video, frames)
+        elif what == "soak":
+            table = bench.soak_table(clients, seconds, upload_timeout=upload_timeout)
         else:
-            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, quantize, server or memory")
+            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, quantize, server, soak or memory")
     Console(width=160).print(table)
 
 

@@ -7,8 +7,11 @@ code imports the constants below.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -84,6 +87,8 @@ def load(path: str | Path, ferplus: str | Path | None = None) -> FERData:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    if not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
+        raise DataError(f"{path}: not a regular file or folder")
     if path.is_dir():
         data = load_folder(path)
     elif path.suffix == ".npz":
@@ -98,13 +103,17 @@ def load(path: str | Path, ferplus: str | Path | None = None) -> FERData:
 
 
 def load_npz(path: Path) -> FERData:
+    """Read our npz: uint8 pixels (N, 48, 48), labels and usage ids. Pixels of any other type are
+    refused rather than cast: 0..1 floats cast to uint8 become black faces, and the model scores chance."""
+    if not zipfile.is_zipfile(path):  # np.load would try the file as a pickle and say so
+        raise DataError(f"{path}: not a readable .npz file (not a complete zip archive: truncated, or another format)")
     try:
         with np.load(path) as d:
             missing = {"pixels", "labels", "usage"} - set(d.files)
             if missing:
                 raise DataError(f"{path}: missing arrays {', '.join(sorted(missing))}")
             pixels, labels, usage = d["pixels"], d["labels"], d["usage"]
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         if isinstance(e, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
@@ -112,13 +121,16 @@ def load_npz(path: Path) -> FERData:
         raise DataError(f"{path}: pixels must be N x 48 x 48, got shape {pixels.shape}")
     if not len(pixels) == len(labels) == len(usage):
         raise DataError(f"{path}: pixels, labels and usage differ in length")
-    return _checked(path, pixels.astype(np.uint8), labels, usage)
+    if pixels.dtype != np.uint8:
+        found = f"{pixels.dtype} in {pixels.min():.6g}..{pixels.max():.6g}" if pixels.size else str(pixels.dtype)
+        raise DataError(f"{path}: pixels must be uint8 in 0..255, found {found}; convert them first (0..1 floats: times 255, rounded)")
+    return _checked(path, pixels, labels, usage)
 
 
 def load_csv(path: Path) -> FERData:
     """Read the original Kaggle `fer2013.csv`: columns emotion, pixels, Usage."""
     csv.field_size_limit(sys.maxsize)
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding=text_encoding(path), errors="replace") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         want = ["emotion", "pixels", "Usage"]
@@ -129,6 +141,8 @@ def load_csv(path: Path) -> FERData:
         for line, row in enumerate(reader, start=2):
             if not row:
                 continue
+            if len(row) < len(header):
+                raise DataError(f"{path}, line {line}: {len(row)} fields, expected {len(header)} ({','.join(header)})")
             try:
                 values = np.array(row[ip].split(), dtype=np.int64)
                 label = int(row[ie])
@@ -146,6 +160,14 @@ def load_csv(path: Path) -> FERData:
     if not pixels:
         raise DataError(f"{path}: no rows")
     return _checked(path, np.stack(pixels), np.array(labels), np.array(usage))
+
+
+def text_encoding(path: Path) -> str:
+    """The encoding a CSV file's byte-order mark gives: spreadsheets save UTF-8 with a mark, or
+    UTF-16 as "Unicode text"; without a mark, UTF-8."""
+    with open(path, "rb") as f:
+        start = f.read(2)
+    return "utf-16" if start in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
 
 
 def load_folder(root: Path) -> FERData:
@@ -168,6 +190,8 @@ def load_folder(root: Path) -> FERData:
             for file in sorted(class_dir.iterdir()):
                 if file.suffix.lower() not in _IMAGE_SUFFIXES:
                     continue
+                if not file.is_file():
+                    raise DataError(f"{file}: not a regular file")
                 image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
                 if image is None:
                     raise DataError(f"{file}: not a readable image")
@@ -187,6 +211,10 @@ def load_folder(root: Path) -> FERData:
 
 
 def _checked(path: Path, pixels: np.ndarray, labels: np.ndarray, usage: np.ndarray) -> FERData:
+    if len(labels) == 0:
+        raise DataError(f"{path}: no rows")
+    if not np.issubdtype(labels.dtype, np.integer) or not np.issubdtype(usage.dtype, np.integer):
+        raise DataError(f"{path}: labels and usage must be integers, found {labels.dtype} and {usage.dtype}")
     labels = labels.astype(np.int64)
     if labels.min() < 0 or labels.max() >= len(EMOTIONS):
         raise DataError(f"{path}: labels must lie in 0..6")
@@ -204,7 +232,7 @@ def load_ferplus(path: str | Path, n_rows: int) -> tuple[np.ndarray, np.ndarray,
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding=text_encoding(path), errors="replace") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in ("Image name", *FERPLUS_COLUMNS) if c not in header]
@@ -216,9 +244,9 @@ def load_ferplus(path: str | Path, n_rows: int) -> tuple[np.ndarray, np.ndarray,
         for line, row in enumerate(reader, start=2):
             try:
                 votes.append([float(row[i]) for i in vote_cols])
+                names.append(row[name_col].strip())
             except (ValueError, IndexError):
                 raise DataError(f"{path}, line {line}: bad vote counts") from None
-            names.append(row[name_col].strip())
     if len(votes) != n_rows:
         raise DataError(f"{path}: {len(votes)} rows, but the FER2013 data has {n_rows}; they must align 1:1")
     votes_arr = np.array(votes, dtype=np.float32)

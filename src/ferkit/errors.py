@@ -37,5 +37,9 @@ class ImageTooLarge(ImageError):
     """An image over the pixel limit (the server answers 413)."""
 
 
+class ImageTooSmall(ImageError):
+    """An image too small to hold a face (the server answers 422)."""
+
+
 class VideoError(SourceError):
     """A video or camera that cannot be opened or written."""

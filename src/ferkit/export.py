@@ -12,9 +12,10 @@ import torch
 from .checkpoints import hardware, load_checkpoint, pick_device, predict_logits
 from .classify import EmotionClassifier, softmax
 from .data import EMOTIONS, IMAGE_SIZE, MEAN, STD, load
-from .errors import DataError
+from .errors import DataError, ModelError
 from .evaluate import label_source, metrics, predict
 from .models import count_parameters
+from .results import same_file
 from .runs import lineage, train_command
 
 
@@ -29,6 +30,8 @@ def export(
     """Write `out` (.onnx) and its card (`out` with .json); with `data`, compare ONNX and torch on `split`
     and score the ONNX file there (on FER+ majority labels for a model trained on them)."""
     out = Path(out)
+    if same_file(out, Path(checkpoint)):
+        raise ModelError(f"{out}: that is the checkpoint; writing there would destroy it")
     out.parent.mkdir(parents=True, exist_ok=True)
     model, state = load_checkpoint(checkpoint)
     dummy = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)

@@ -6,6 +6,8 @@ All models take a (N, 1, 48, 48) normalised grayscale batch and return (N, 7) lo
 from __future__ import annotations
 
 import math
+import pickle
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +52,7 @@ def load_matching(model: nn.Module, path: str | Path) -> int:
     """
     if Path(path).suffix == ".onnx":
         return load_onnx_weights(model, path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_state(path)
     state = state.get("model", state) if isinstance(state, dict) else state
     own = model.state_dict()
     copied = {}
@@ -65,6 +67,26 @@ def load_matching(model: nn.Module, path: str | Path) -> int:
         raise ModelError(f"{path}: no tensor matches {type(model).__name__} by name and shape")
     model.load_state_dict(copied, strict=False)
     return len(copied)
+
+
+def load_state(path: str | Path) -> dict:
+    """What a checkpoint holds, read by torch's weights-only unpickler: tensors and plain values only,
+    so a crafted file is refused instead of running the code a full unpickle would run."""
+    if not Path(path).is_file():
+        raise ModelError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found is None:
+            raise ModelError(f"{path}: not a readable checkpoint (damaged pickle)") from None
+        raise ModelError(f"{path}: refused: it holds the Python object {found.group(1)}, not only tensors and plain values, "
+                         "and loading it could run code") from None
+    except Exception as e:  # torch raises zip, pickle and runtime errors for damaged files
+        raise ModelError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict)")
+    return state
 
 
 def load_onnx_weights(model: nn.Module, path: str | Path) -> int:

@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 
 from .annotate import draw
-from .errors import ImageError
+from .errors import ImageError, OptionError
 from .progress import Meter
 from .recognize import EmotionRecognizer, recognize_source
-from .results import ResultWriter
+from .results import ResultWriter, same_file
 from .sources import Images
 
 
@@ -31,7 +31,10 @@ def predict(
     (images, faces, labels, unreadable, seconds, rate in images a second). With `progress`, a bar
     with the rate and the time left is drawn on stderr. Results go to `out` (.jsonl or .csv; JSON lines on stdout
     without it). An unreadable image is told to `warn`, recorded with its error, and skipped."""
-    images = Images(sources)
+    images = Images(sources, warn)
+    clash = next((path for path, _ in images.files if out is not None and same_file(out, path)), None)
+    if clash is not None:
+        raise OptionError(f"{out}: that is the input image {clash}; writing results there would destroy it")
     labels, failed = Counter(), 0
     frames = recognize_source(images, recognizer)
     with ResultWriter(out, recognizer.labels) as writer, Meter("images", len(images), "images", enabled=len(images) > 1 and progress) as meter:

@@ -35,6 +35,12 @@ class Face:
         return asdict(self)
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether writing `a` would overwrite `b`: the same path once resolved, or one file under two
+    names (a hard link)."""
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+
+
 class ResultWriter:
     """JSON lines (one object per image or frame) or CSV (one row per face; a row with empty face
     fields for an image or frame without faces, or one that failed), by the file's suffix; stdout if no file.

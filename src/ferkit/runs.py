@@ -8,6 +8,7 @@ A run lives in `runs/<name>/`: `config.json`, `log.csv` (one row per epoch), `la
 from __future__ import annotations
 
 import csv
+import os
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -68,25 +69,23 @@ def read_config(run_dir: Path) -> TrainConfig:
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
 
 
-def append_log(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def trim_log(path: Path, epochs_done: int) -> None:
-    """Drop log rows past the checkpoint we resume from (a kill can land between log and checkpoint)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
-    with open(path, "w", newline="") as f:
+def write_log(path: Path, rows: list[dict]) -> None:
+    """Write the whole log, atomically: a kill leaves the old log or the new one, never half a row.
+    Training writes it from the rows its checkpoint holds, so the two always agree."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def log_until(path: Path, epochs_done: int) -> list[dict]:
+    """The log rows up to a checkpoint that does not hold its log (one saved before checkpoints did)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
 
 
 def read_log(path: Path) -> list[dict[str, float]]:

@@ -4,36 +4,51 @@ images, with size limits so that no image takes more memory than it should."""
 from __future__ import annotations
 
 import glob
+import io
+import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
 
 import cv2
 import numpy as np
+import PIL.Image
 
-from .errors import ImageError, ImageTooLarge, SourceError, VideoError
+from .errors import ImageError, ImageTooLarge, ImageTooSmall, SourceError, VideoError
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
 MAX_PIXELS = 60_000_000  # larger images are refused rather than exhausting memory
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MIN_SIDE = 8  # pixels; smaller images cannot hold a face
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# The encoded formats read: Pillow reads their headers (sizes, before any decoding), OpenCV decodes them.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF")
+# ferkit checks every image's size against its own limit before decoding; Pillow's warning would only add noise.
+warnings.filterwarnings("ignore", category=PIL.Image.DecompressionBombWarning)
 
 
-def find_images(sources: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+def find_images(sources: Sequence[str | Path], warn: Callable[[str], None] = print) -> list[tuple[Path, Path]]:
     """Files as given, the images inside folders (recursively, sorted) and those a glob pattern
     matches, each with the path its annotated copy keeps (relative to the folder given, so
-    same-named files in subfolders don't clash)."""
+    same-named files in subfolders don't clash). A folder that cannot be listed is told to `warn`;
+    anything named like an image that is not a plain file (a FIFO, say) is kept, for the reader to report."""
+
+    def unreadable(e: OSError) -> None:
+        warn(f"{e.filename}: cannot read the folder ({e.strerror})")
+
     found = []
     for source in map(Path, sources):
         if source.is_dir():
-            found += [(p, p.relative_to(source)) for p in sorted(source.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            inside = [Path(folder) / name for folder, _, names in os.walk(source, onerror=unreadable) for name in names]
+            found += [(p, p.relative_to(source)) for p in sorted(inside) if p.suffix.lower() in IMAGE_SUFFIXES]
         elif source.exists():
             found.append((source, Path(source.name)))
         elif glob.has_magic(str(source)) and (matches := sorted(Path(p) for p in glob.glob(str(source), recursive=True))):
-            found += [(p, Path(p.name)) for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            found += [(p, Path(p.name)) for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()]
         else:
             raise SourceError(f"{source}: no such file or folder")
     return found
@@ -43,6 +58,8 @@ def read_image(source: str | Path | np.ndarray | Image, color: str = "bgr") -> n
     """Any image a user may hand over (path, BGR/RGB/gray array, PIL image) -> a BGR or gray uint8 array."""
     if isinstance(source, (str, Path)):
         path = Path(source)
+        if path.exists() and not path.is_file():  # a FIFO or device would block or never end
+            raise ImageError(f"{path}: not a regular file")
         try:
             raw = np.fromfile(path, dtype=np.uint8)
         except OSError as e:
@@ -70,31 +87,42 @@ def read_image(source: str | Path | np.ndarray | Image, color: str = "bgr") -> n
 
 
 def decode_image(data: bytes | np.ndarray, what: str = "image", max_pixels: int | None = None) -> np.ndarray:
-    """Encoded image bytes -> BGR array. The size is checked on a 1/8-scale decode first, so an
-    image too large to hold is refused before it takes its full memory."""
+    """Encoded image bytes -> BGR array. The size the header declares is checked first, so a small
+    file that would decode to gigabytes (a decompression bomb) is refused before any decoding."""
     limit = max_pixels or MAX_PIXELS
     raw = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray)) else data
     if raw.size == 0:
         raise ImageError(f"{what}: empty file")
-    small = cv2.imdecode(raw, cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    if small is None:
-        raise ImageError(f"{what}: not a readable image")
-    if small.shape[0] * small.shape[1] * 64 > limit * 1.2:  # 1/8 per side, rounded up
-        raise ImageTooLarge(f"{what}: about {small.shape[1] * 8}x{small.shape[0] * 8}, over the limit of {limit / 1e6:g} megapixels")
+    _check_size(*declared_size(raw, what), what, limit)
     image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError(f"{what}: not a readable image")
     return _checked_size(image, what, limit)
 
 
+def declared_size(raw: np.ndarray, what: str = "image") -> tuple[int, int]:
+    """Width and height from an encoded image's header alone: Pillow's `open` is lazy and decodes nothing."""
+    try:
+        with PIL.Image.open(io.BytesIO(raw.tobytes()), formats=IMAGE_FORMATS) as image:
+            return image.size
+    except PIL.Image.DecompressionBombError:
+        raise ImageTooLarge(f"{what}: over {2 * PIL.Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels") from None
+    except Exception:  # a parser of untrusted bytes: any failure means the file is not an image we read
+        raise ImageError(f"{what}: not a readable image ({', '.join(IMAGE_FORMATS)})") from None
+
+
 def _checked_size(image: np.ndarray, what: str, limit: int | None = None) -> np.ndarray:
-    h, w = image.shape[:2]
-    limit = limit or MAX_PIXELS
+    _check_size(image.shape[1], image.shape[0], what, limit or MAX_PIXELS)
+    return image
+
+
+def _check_size(w: int, h: int, what: str, limit: int) -> None:
     if h == 0 or w == 0:
         raise ImageError(f"{what}: empty image")
     if h * w > limit:
         raise ImageTooLarge(f"{what}: {w}x{h} is over the limit of {limit / 1e6:g} megapixels")
-    return image
+    if min(h, w) < MIN_SIDE:
+        raise ImageTooSmall(f"{what}: {w}x{h} pixels is too small to hold a face (at least {MIN_SIDE}x{MIN_SIDE})")
 
 
 def open_video(source: str | int) -> cv2.VideoCapture:
@@ -123,8 +151,8 @@ class Images:
 
     stream = False  # each image stands alone: no tracking between them
 
-    def __init__(self, sources: Sequence[str | Path]) -> None:
-        self.files = find_images(sources)
+    def __init__(self, sources: Sequence[str | Path], warn: Callable[[str], None] = print) -> None:
+        self.files = find_images(sources, warn)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -28,8 +28,8 @@ from .checkpoints import pick_device, predict_logits, provenance, save_atomic, t
 from .classify import model_path
 from .data import EMOTIONS, MEAN, STD, FERData, load, with_votes
 from .errors import DataError, OptionError, RunError
-from .models import count_parameters, create_model
-from .runs import LOG_FIELDS, TrainConfig, append_log, read_config, trim_log
+from .models import count_parameters, create_model, load_state
+from .runs import LOG_FIELDS, TrainConfig, log_until, read_config, write_log
 
 console = Console(stderr=True)
 WARMUP_FRACTION = 0.03  # with --time-budget: the share of the budget spent warming up the learning rate
@@ -160,7 +160,7 @@ def teacher_targets(paths: tuple[str, ...], data: FERData, device: torch.device)
         if Path(path).suffix == ".csv":
             probs += torch.from_numpy(data.soft)
             continue
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state(path)
         teacher = create_model(state["config"]["model"], len(EMOTIONS)).to(device).to(memory_format=torch.channels_last)
         teacher.load_state_dict(state["model"])
         logits = (predict_logits(teacher, data.pixels, device) + predict_logits(teacher, flipped, device)) / 2
@@ -250,6 +250,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if not last.exists():
             raise RunError(f"{last}: nothing to resume; start the run without --resume")
         cfg = replace(read_config(run_dir), runs_dir=cfg.runs_dir, name=cfg.name)  # the run may have moved
+        state = load_state(last)
         console.print(f"resuming {run_dir} with its saved config")
     elif last.exists():
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or --name for a new one")
@@ -272,16 +273,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     forward = compiled(model, cfg)
 
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema > 0 else None
-    start_epoch, best_acc, best_epoch, elapsed = 0, -1.0, 0, 0.0
+    start_epoch, best_acc, best_epoch, elapsed, history = 0, -1.0, 0, 0.0, []
     if resume:
-        state = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         start_epoch, best_acc, best_epoch = state["epoch"], state["best_acc"], state["best_epoch"]
         elapsed = state.get("elapsed", 0.0)
-    trim_log(run_dir / "log.csv", start_epoch)
+        # The checkpoint holds the log up to itself: a kill between the two cannot lose or add a row.
+        history = state["log"] if "log" in state else log_until(run_dir / "log.csv", start_epoch)
+    write_log(run_dir / "log.csv", history)
 
     pixels = torch.from_numpy(train_data.pixels).to(device)
     labels = torch.from_numpy(train_data.labels).to(device)
@@ -347,14 +349,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             best_acc, best_epoch = val_acc, epoch
             save_atomic({"model": scored.state_dict(), "config": asdict(cfg), "epoch": epoch, "val_acc": val_acc,
                          "provenance": provenance(device, time.time() - clock)}, run_dir / "best.pt")
+        row = dict(zip(LOG_FIELDS, (epoch, opt.param_groups[0]["lr"], total_loss.item() / seen, correct.item() / seen, val_loss, val_acc, time.time() - t0)))
+        history.append(row)
         save_atomic(
             {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(cfg), "epoch": epoch,
              "best_acc": best_acc, "best_epoch": best_epoch, "ema": ema.state_dict() if ema is not None else None,
-             "elapsed": time.time() - clock},
+             "elapsed": time.time() - clock, "log": history},
             last,
         )
-        row = dict(zip(LOG_FIELDS, (epoch, opt.param_groups[0]["lr"], total_loss.item() / seen, correct.item() / seen, val_loss, val_acc, time.time() - t0)))
-        append_log(run_dir / "log.csv", row)
+        write_log(run_dir / "log.csv", history)
         console.print(
             f"epoch {epoch}{'' if cfg.time_budget else f'/{cfg.epochs}'}  loss {row['train_loss']:.4f}  train acc {row['train_acc']:.4f}  "
             f"PublicTest acc {val_acc:.4f}  (best {best_acc:.4f} @ {best_epoch})  {row['seconds']:.1f}s"

@@ -11,7 +11,7 @@ from .annotate import draw
 from .encode import VideoEncoder
 from .progress import Meter
 from .recognize import EmotionRecognizer, recognize_source
-from .results import ResultWriter
+from .results import ResultWriter, same_file
 from .sources import Video
 
 
@@ -28,6 +28,9 @@ def process_video(
 
     A video that breaks part-way stops there: what was read is written out and the summary says so.
     """
+    for target in (out, results):
+        if target is not None and same_file(target, Path(source)):
+            raise VideoError(f"{target}: that is the input video; writing there would destroy it")
     video = Video(source)
     labels, tracks, faces_seen = Counter(), set(), 0
     try:

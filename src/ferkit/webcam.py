@@ -7,6 +7,9 @@ SPACE pause/resume. Frames are read in their own thread and only the newest is k
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +21,17 @@ from .annotate import draw, draw_fps
 from .errors import VideoError
 from .recognize import EmotionRecognizer, recognize_source
 from .sources import Camera
+
+
+def check_display() -> None:
+    """Qt aborts the whole process when it finds no display to open a window on, so a child process
+    opens one first (under another name), and its failure becomes one clear error."""
+    probe = subprocess.run([sys.executable, "-c", "import cv2; cv2.namedWindow('ferkit display check'); cv2.destroyAllWindows()"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        where = f"display {display} cannot be reached" if display else "DISPLAY is not set"
+        raise VideoError(f"no display for the webcam window ({where}); run it on a desktop, or use `ferkit video` for a file")
 
 
 def run(
@@ -34,9 +48,10 @@ def run(
     camera = Camera(source, loop)
     frames = recognize_source(camera, recognizer)
     paused, shown, fps, t_last = False, None, 0.0, time.perf_counter()
-    cv2.namedWindow(window, cv2.WINDOW_NORMAL)
-    log(f"ferkit webcam: {source}. Keys: Q/ESC quit, S screenshot, A all emotions, SPACE pause")
     try:
+        check_display()
+        cv2.namedWindow(window, cv2.WINDOW_NORMAL)
+        log(f"ferkit webcam: {source}. Keys: Q/ESC quit, S screenshot, A all emotions, SPACE pause")
         while True:
             if not paused:
                 result = next(frames, None)
