@@ -281,7 +281,7 @@ def peak_memory_mb(pid: int) -> float:
     return float("nan")
 
 
-async def load(url: str, image: bytes, clients: int, seconds: float) -> tuple[list[float], int, int]:
+async def post_clients(url: str, image: bytes, clients: int, seconds: float) -> tuple[list[float], int, int]:
     import httpx  # a test extra: only the server benchmark needs a client
 
     latencies: list[float] = []
@@ -325,7 +325,7 @@ def server_table(clients: int = 50, seconds: float = 30, image: Path = ASSETS / 
             except httpx.HTTPError:
                 time.sleep(0.2)
         started = time.perf_counter()
-        latencies, errors, total = asyncio.run(load(base + "/api/v1/predict", image.read_bytes(), clients, seconds))
+        latencies, errors, total = asyncio.run(post_clients(base + "/api/v1/predict", image.read_bytes(), clients, seconds))
         wall = time.perf_counter() - started
         peak = peak_memory_mb(server.pid)
     finally:

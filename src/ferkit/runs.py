@@ -50,7 +50,7 @@ class TrainConfig:
     pretrained: str | None = field(default=None, metadata={"type": Optional[Path], "help": "Weights to start from: a checkpoint (matching names and shapes), an exported .onnx file of the same --model, or a shipped model by name (fer2013, ferplus)."})
     ema: float = field(default=0.0, metadata={"min": 0.0, "max": 0.99999, "help": "Score and save an exponential moving average of the weights with this decay per step (e.g. 0.999); 0 turns it off."})
     time_budget: float | None = field(default=None, metadata={"min": 1.0, "help": "Train for this many seconds of wall-clock time instead of --epochs: warm-up, then cosine decay by the clock, so the run ends fully decayed when the time is spent (a GPU lease, say)."})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model: faster steps on a GPU after a minute of compiling."})
+    compile: bool = field(default=False, metadata={"flag": "--compile", "help": "torch.compile the model: faster steps on a GPU after a minute of compiling."})
     teachers: tuple[str, ...] = field(default=(), metadata={"flag": "--teacher", "type": Optional[list[Path]], "help": "A trained checkpoint (best.pt) to distil from, or fer2013new.csv to learn FER+'s ten annotators' votes beside the FER2013 labels; repeat it for several teachers."})
     distill: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0, "help": "With --teacher: weight of the teachers' probabilities in the target (the label has the rest)."})
     seed: int = 0

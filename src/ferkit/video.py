@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .annotate import draw
 from .encode import VideoEncoder
+from .errors import VideoError
 from .progress import Meter
 from .recognize import EmotionRecognizer, recognize_source
 from .results import ResultWriter, same_file
