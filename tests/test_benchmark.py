@@ -65,3 +65,13 @@ def test_pipeline_benchmark_reports_a_broken_peer(fer_npz: Path) -> None:
     result = ferkit("benchmark", "pipeline", "--frames", "2", "--video", fer_npz.parent / "face_talking_854x480.mp4",
                     "--peer", sys.executable, check=False)  # a Python without the fer package
     assert result.returncode == 2 and "the peer benchmark failed" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_quantize_benchmark_compares_int8_copies_with_the_float_model(tiny_onnx: Path, small_data: Path) -> None:
+    """Each int8 setting is measured against the float model on PublicTest: the float row agrees with
+    itself exactly, the int8 files are smaller, and every row has an accuracy and a latency."""
+    out = ferkit("benchmark", "quantize", "--model", tiny_onnx, "--data", small_data).stdout
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert [r[0] for r in rows] == ["float32", "s8, min-max", "s8, percentile", "s8, min-max, 7-bit", "s8, percentile, 7-bit", "u8, percentile"]
+    assert rows[0][1] == "100.00%" and all(float(r[3]) < float(rows[0][3]) for r in rows[1:])
+    assert all(float(r[1].rstrip("%")) > 50 and float(r[4]) > 0 for r in rows)
