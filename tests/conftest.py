@@ -146,17 +146,3 @@ def astronaut_bgr():
     from skimage import data
 
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-
-
-def compose_scene(faces, size: int = 144, gap: int = 80):
-    """FER2013 faces, enlarged, on a grey canvas side by side; returns the image and their boxes."""
-    import cv2
-    import numpy as np
-
-    canvas = np.full((size + 2 * gap, len(faces) * (size + gap) + gap), 128, np.uint8)
-    boxes = []
-    for i, face in enumerate(faces):
-        x = gap + i * (size + gap)
-        canvas[gap : gap + size, x : x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
-        boxes.append((x, gap, size, size))
-    return cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR), boxes

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import typer
 
-from conftest import compose_scene, ferkit
+from conftest import ferkit
 from ferkit.cli import clean_errors
 from ferkit.data import FERData
 from ferkit.errors import DataError, FerkitError, ImageError, ModelError, OptionError, RunError, SourceError, VideoError
+from ferkit.scenes import compose_scene
 
 
 def test_predict_default_runs_on_the_bundled_sample() -> None:

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import compose_scene
 from ferkit.classify import crop_face
 from ferkit.data import FERData
 from ferkit.recognize import EmotionRecognizer, RecognizerConfig, recognize_source
+from ferkit.scenes import compose_scene
 from ferkit.sources import Images, Video
 from ferkit.track import iou
 
