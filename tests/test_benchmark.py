@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ferkit
+from ferkit.benchmark import SCALES, match
+from ferkit.results import Detection
 
 
 def test_models_benchmark_table() -> None:
@@ -21,6 +23,27 @@ def test_pipeline_benchmark_covers_every_detector(fer_npz: Path) -> None:
     rows = [line for line in out.splitlines() if "haar" in line or "centerface" in line]
     assert len(rows) == 12  # 2 detectors x 2 videos x detect every 1, 5 and 10
     assert all(float(r.split("│")[-2]) > 0 for r in rows)  # an FPS figure in every row
+
+
+def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> None:
+    out = ferkit("benchmark", "detect", "--scenes", "3", "--frames", "2", "--data", fer_npz,
+                 "--video", fer_npz.parent / "face_talking_854x480.mp4").stdout
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    detection, framing = [r for r in rows if len(r) == 13], [r for r in rows if len(r) == 7]
+    assert [(r[0], r[1]) for r in detection] == [(d, images) for d in ("centerface", "haar") for images in ("3 scenes", "2 frames", "1 photo")]
+    for r in detection:
+        assert 0 <= float(r[3]) <= 100 and float(r[7]) >= 0 and float(r[8]) > 0, r  # recall, false alarms, ms
+    assert all(0 <= float(c) <= 100 for r in detection[::3] for c in r[9:])  # the scene-accuracy columns
+    assert [(r[0], r[1]) for r in framing] == [(d, f"{s:.1f}") for d in ("centerface", "haar") for s in SCALES]
+    assert sum(c.endswith("*") for r in framing for c in r[2:]) == 2  # one best cell a detector
+    assert all(0 <= float(c.rstrip("*")) <= 100 for r in framing for c in r[2:])
+
+
+def test_match_pairs_each_detection_with_one_face_best_overlap_first() -> None:
+    faces = [(0, 0, 100, 100), (10, 0, 100, 100), (300, 300, 50, 50)]
+    found = [Detection((12, 0, 100, 100), 1.0), Detection((0, 0, 100, 100), 1.0), Detection((500, 0, 60, 60), 1.0)]
+    assert match(faces, found) == {1: 0, 0: 1}  # the third face missed, the third detection a false alarm
+    assert match(faces[:1], found[:1]) == {0: 0} and match(faces[2:], [Detection((300, 300, 100, 100), 1.0)]) == {}  # IoU 0.25
 
 
 def test_server_benchmark_has_no_errors() -> None:
