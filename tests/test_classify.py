@@ -17,6 +17,8 @@ def test_crop_face_pads_outside_the_image() -> None:
     assert np.array_equal(crop_face(gray, (10, 10, 48, 48)), gray[10:58, 10:58])
     edge = crop_face(gray, (-20, 80, 48, 48))  # partly left of and below the image
     assert edge.shape == (48, 48) and np.array_equal(edge[0, :20], np.repeat(gray[80, 0], 20))
+    assert np.array_equal(crop_face(gray, (10, 10, 48, 48), shift=0.25), gray[22:70, 10:58])  # moved down by 12 px
+    assert np.array_equal(crop_face(gray, (14, 14, 40, 40), margin=0.1, shift=-0.1), gray[6:54, 10:58])  # 4 px each side, then up 4
 
 
 def test_classifier_tta_and_ensemble(fer: FERData) -> None:

@@ -296,8 +296,7 @@ def match(boxes: Sequence[Box], found: Sequence[Detection]) -> dict[int, int]:
 
 def framings(gray: np.ndarray, box: Box) -> np.ndarray:
     """The 48x48 crops of one detected box at every scale and offset of the framing grid, scale by scale."""
-    x, y, w, h = box
-    return np.stack([crop_face(gray, (x, int(round(y + o * h)), w, h), (s - 1) / 2) for s in SCALES for o in OFFSETS])
+    return np.stack([crop_face(gray, box, (s - 1) / 2, o) for s in SCALES for o in OFFSETS])
 
 
 @dataclass
@@ -380,7 +379,7 @@ def percent(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}" if whole else "-"
 
 
-def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 60, model: Sequence[str] | None = None,
+def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300, model: Sequence[str] | None = None,
                   seed: int = 0) -> Group:
     """Every detector through `predict`'s steps on `scenes` composed 640x480 scenes of PrivateTest
     faces (`scenes.random_scene`: 30-300 px, turned, cut by the edge, on flat, noisy, gradient and

@@ -88,10 +88,11 @@ class EmotionClassifier:
         return (probs / (len(views) * len(self.sessions))).astype(np.float32)
 
 
-def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0) -> np.ndarray:
-    """A detected box (grown by `margin` of its size per side) -> the 48x48 face the model expects;
-    parts outside the image are filled by repeating its edge."""
+def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0, shift: float = 0.0) -> np.ndarray:
+    """A detected box (grown by `margin` of its size per side, moved down by `shift` of its height)
+    -> the 48x48 face the model expects; parts outside the image are filled by repeating its edge."""
     x, y, w, h = box
+    y += int(round(h * shift))
     dx, dy = int(round(w * margin)), int(round(h * margin))
     x0, y0, x1, y1 = x - dx, y - dy, x + w + dx, y + h + dy
     H, W = gray.shape
