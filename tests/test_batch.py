@@ -88,7 +88,7 @@ def test_batch_gives_the_rows_predict_and_video_give_one_by_one(batch_run: tuple
 
     image_faces = sum(len(record["faces"]) for record in images)
     video_faces = sum(len(record["faces"]) for record in frames)
-    assert len(images) == 32 and image_faces >= 50 and len(frames) == 90 and video_faces >= 85  # enough to compare
+    assert len(images) == 32 and image_faces >= 25 and len(frames) == 90 and video_faces >= 85  # enough to compare
     assert summary | {"seconds": 0, "rate": 0} == {"inputs": 34, "skipped": 0, "images": 32, "chunks": 3, "faces": image_faces + video_faces,
                                                    "errors": 2, "seconds": 0, "rate": 0}
     assert len(got) == image_faces + video_faces + 2

@@ -79,7 +79,7 @@ def run_batch(
             ray.data.DataContext.get_current().enable_progress_bars = False  # the Meter is the bar
             results = ray.data.from_items([{"unit": json.dumps(u)} for u in units], override_num_blocks=len(units)).map_batches(
                 Worker, fn_constructor_args=(config, threads), batch_size=1, batch_format="pyarrow",
-                concurrency=workers, num_cpus=threads)
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
             for result in results.iter_rows():
                 keys, table = json.loads(result["keys"]), pa.ipc.open_stream(result["rows"]).read_all()
                 write_part(out_dir, table, keys)
