@@ -10,6 +10,7 @@ import csv
 import glob
 import hashlib
 import json
+import logging
 import math
 import os
 import uuid
@@ -77,6 +78,7 @@ def run_batch(
             per = max(1, min(MAX_IMAGES_PER_UNIT, math.ceil(len(images) / (4 * workers))))
             units = chunks + [{"kind": "images", "paths": images[i : i + per]} for i in range(0, len(images), per)]
             ray.data.DataContext.get_current().enable_progress_bars = False  # the Meter is the bar
+            logging.getLogger("ray.data").setLevel(logging.ERROR)  # its plan and timings, and the notice of no bars
             results = ray.data.from_items([{"unit": json.dumps(u)} for u in units], override_num_blocks=len(units)).map_batches(
                 Worker, fn_constructor_args=(config, threads), batch_size=1, batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
@@ -291,8 +293,9 @@ def connect(address: str | None, cpus: int | None) -> None:
         return
     try:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(address="local", num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
     except ConnectionError as e:
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {e}") from None
