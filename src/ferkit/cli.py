@@ -265,6 +265,34 @@ def serve(
 
 
 @app.command()
+@config_options(RecognizerConfig)
+def batch(
+    sources: list[Path] = typer.Argument(..., help="Images, videos, folders (recursive), glob patterns or list files (.txt, .csv, .parquet of paths)."),
+    output: Path = typer.Option(..., "--out", help="Folder for the Parquet results; a rerun with the same options resumes there."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster: auto, or ray://HOST:10001 (default: Ray on this machine's cores)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Recognizers at work at once (default: one per --threads CPUs)."),
+    threads: int = typer.Option(1, min=1, help="ONNX Runtime threads of each worker."),
+    chunk_seconds: float = typer.Option(60.0, min=1.0, help="Videos are cut into chunks this long, recognised in parallel."),
+    *,
+    config: RecognizerConfig,
+) -> None:
+    """Recognise faces in many images and long videos on Ray, to Parquet; a rerun resumes."""
+    with clean_errors():
+        try:
+            from .batch import run_batch  # Ray and pyarrow: the `batch` extra, imported only by this verb
+        except ModuleNotFoundError as e:
+            raise OptionError(f"ferkit batch needs {e.name}: pip install 'ferkit[batch]'") from None
+        summary = run_batch(sources, output, config, address=address, workers=workers, threads=threads, chunk_seconds=chunk_seconds,
+                            progress=err.is_terminal, warn=lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False, soft_wrap=True))
+    done = summary["images"] + summary["chunks"]
+    err.print(f"{plural(summary['inputs'], 'input')}: {plural(summary['images'], 'image')} and {plural(summary['chunks'], 'video chunk')} done now"
+              + (f", {summary['skipped']} done before" if summary["skipped"] else "")
+              + f"; {plural(summary['faces'], 'face')}, {plural(summary['errors'], 'error row')}"
+              + (f" in {summary['seconds']:.1f} s, {summary['rate']:.1f} items/s" if done else ""))
+    err.print(f"results in {output}/part-*.parquet", soft_wrap=True)
+
+
+@app.command()
 @config_options(RecognizerConfig, names=("model",))
 def benchmark(
     what: str = typer.Argument(..., help="models, pipeline, detect, quantize, server, soak or memory."),

@@ -43,3 +43,7 @@ class ImageTooSmall(ImageError):
 
 class VideoError(SourceError):
     """A video or camera that cannot be opened or written."""
+
+
+class ClusterError(FerkitError):
+    """A Ray cluster (`ferkit batch --address`) that cannot be reached."""

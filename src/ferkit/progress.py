@@ -48,6 +48,10 @@ class Meter:
             self.shown_at = now
             self.progress.update(self.task, completed=self.done, rate=self.rate)
 
+    def describe(self, text: str) -> None:
+        """Change the words before the bar (`batch`: the faces found so far)."""
+        self.progress.update(self.task, description=text)
+
     def track(self, items: Iterable[T]) -> Iterator[T]:
         """The items, each counted once the loop has finished with it (`continue` included)."""
         for item in items:

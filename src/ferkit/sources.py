@@ -11,7 +11,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Sequence, Union
 
 import cv2
 import numpy as np
@@ -25,17 +25,20 @@ if TYPE_CHECKING:
 MAX_PIXELS = 60_000_000  # larger images are refused rather than exhausting memory
 MIN_SIDE = 8  # pixels; smaller images cannot hold a face
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"}
 # The encoded formats read: Pillow reads their headers (sizes, before any decoding), OpenCV decodes them.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF")
 # ferkit checks every image's size against its own limit before decoding; Pillow's warning would only add noise.
 warnings.filterwarnings("ignore", category=PIL.Image.DecompressionBombWarning)
 
 
-def find_images(sources: Sequence[str | Path], warn: Callable[[str], None] = print) -> list[tuple[Path, Path]]:
+def find_images(sources: Sequence[str | Path], warn: Callable[[str], None] = print,
+                suffixes: Collection[str] = IMAGE_SUFFIXES) -> list[tuple[Path, Path]]:
     """Files as given, the images inside folders (recursively, sorted) and those a glob pattern
-    matches, each with the path its annotated copy keeps (relative to the folder given, so
-    same-named files in subfolders don't clash). A folder that cannot be listed is told to `warn`;
-    anything named like an image that is not a plain file (a FIFO, say) is kept, for the reader to report."""
+    matches (by `suffixes`; `batch` adds videos'), each with the path its annotated copy keeps
+    (relative to the folder given, so same-named files in subfolders don't clash). A folder that
+    cannot be listed is told to `warn`; anything named like an image that is not a plain file (a
+    FIFO, say) is kept, for the reader to report."""
 
     def unreadable(e: OSError) -> None:
         warn(f"{e.filename}: cannot read the folder ({e.strerror})")
@@ -44,11 +47,11 @@ def find_images(sources: Sequence[str | Path], warn: Callable[[str], None] = pri
     for source in map(Path, sources):
         if source.is_dir():
             inside = [Path(folder) / name for folder, _, names in os.walk(source, onerror=unreadable) for name in names]
-            found += [(p, p.relative_to(source)) for p in sorted(inside) if p.suffix.lower() in IMAGE_SUFFIXES]
+            found += [(p, p.relative_to(source)) for p in sorted(inside) if p.suffix.lower() in suffixes]
         elif source.exists():
             found.append((source, Path(source.name)))
         elif glob.has_magic(str(source)) and (matches := sorted(Path(p) for p in glob.glob(str(source), recursive=True))):
-            found += [(p, Path(p.name)) for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()]
+            found += [(p, Path(p.name)) for p in matches if p.suffix.lower() in suffixes and not p.is_dir()]
         else:
             raise SourceError(f"{source}: no such file or folder")
     return found
@@ -166,23 +169,27 @@ class Images:
 
 
 class Video:
-    """A video file's frames in order. Its first frame is decoded at once, so a file that is no
-    video fails before anything is written; one that breaks off part-way ends there (`complete`)."""
+    """A video file's frames in order, or those from `start` up to `stop` (a chunk of a long video,
+    for `batch`). Its first frame is decoded at once, so a file that is no video fails before
+    anything is written; one that breaks off part-way ends there (`complete`)."""
 
     stream = True  # consecutive frames: faces are tracked from one to the next
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, start: int = 0, stop: int | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise VideoError(f"{self.path}: no such file")
         self.cap = open_video(str(self.path))
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
         self.total = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        self.read, self.seconds = 0, 0.0  # frames handed out; seconds spent decoding (the benchmark's "decode")
+        if start:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+        self.stop = stop  # None: to the end
+        self.read, self.seconds = start, 0.0  # the next frame's index; seconds spent decoding (the benchmark's "decode")
         self.first = self._decode()
         if self.first is None:
             self.close()
-            raise VideoError(f"{self.path}: no frame could be decoded")
+            raise VideoError(f"{self.path}: no frame could be decoded" + (f" at frame {start}" if start else ""))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -190,8 +197,9 @@ class Video:
 
     @property
     def complete(self) -> bool:
-        """Whether every frame the file announces was read."""
-        return self.total is None or self.read >= self.total
+        """Whether every frame the file announces (up to `stop`) was read."""
+        end = self.total if self.stop is None else self.stop
+        return end is None or self.read >= end
 
     def _decode(self) -> np.ndarray | None:
         t = time.perf_counter()
@@ -205,7 +213,7 @@ class Video:
             while image is not None:
                 yield Frame(image, str(self.path), self.read, self.read / self.fps)
                 self.read += 1
-                image = self._decode()
+                image = self._decode() if self.stop is None or self.read < self.stop else None
         finally:
             self.close()
 
