@@ -20,12 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from conftest import compose_scene, ferkit, write_clip
+from conftest import ferkit, write_clip
 from ferkit.batch import DONE_KEY, run_batch
 from ferkit.data import EMOTIONS, FERData
 from ferkit.errors import OptionError
 from ferkit.predict import predict
 from ferkit.recognize import EmotionRecognizer, RecognizerConfig
+from ferkit.scenes import compose_scene
 from ferkit.video import process_video
 
 CONFIG = RecognizerConfig()
