@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -448,11 +449,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def peak_memory_mb(pid: int) -> float:
+def memory_mb(pid: int, field: str = "VmHWM") -> float:
+    """A process's memory from /proc: its peak resident size (VmHWM) or its resident size now (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+@contextmanager
+def running_server(*options: str) -> Iterator[tuple[int, subprocess.Popen]]:
+    """`ferkit serve` in its own process on a free loopback port (so its memory is the server's
+    alone), answering /health before the caller's load starts; stopped on the way out."""
+    import httpx  # the HTTP client: only the server benchmarks need it
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port), *options], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield port, server
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 async def post_clients(url: str, image: bytes, clients: int, seconds: float) -> tuple[list[float], int, int]:
@@ -485,26 +509,11 @@ async def post_clients(url: str, image: bytes, clients: int, seconds: float) -> 
 def server_table(clients: int = 50, seconds: float = 30, image: Path = ASSETS / "sample.jpg") -> Table:
     """Starts `ferkit serve` in its own process on a free loopback port, so its peak memory
     (VmHWM) is the server's alone, and loads it with `clients` concurrent clients."""
-    import httpx  # see load
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port)], stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(base + "/api/v1/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with running_server() as (port, server):
         started = time.perf_counter()
-        latencies, errors, total = asyncio.run(post_clients(base + "/api/v1/predict", image.read_bytes(), clients, seconds))
+        latencies, errors, total = asyncio.run(post_clients(f"http://127.0.0.1:{port}/api/v1/predict", image.read_bytes(), clients, seconds))
         wall = time.perf_counter() - started
-        peak = peak_memory_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(10)
+        peak = memory_mb(server.pid)
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     table = Table(title=f"POST /api/v1/predict, {clients} clients, {seconds:.0f} s, {image.name}")
     for column in ("requests", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors", "server peak MB"):
@@ -658,7 +667,7 @@ async def soak(port: int, pid: int, clients: int, seconds: float, windows: int) 
     async def memory() -> None:
         while time.perf_counter() < stop:
             w = window()
-            w["mb"] = max(w["mb"], resident_mb(pid))
+            w["mb"] = max(w["mb"], memory_mb(pid, "VmRSS"))
             await asyncio.sleep(0.5)
 
     image = (ASSETS / "sample.jpg").read_bytes()
@@ -670,37 +679,15 @@ async def soak(port: int, pid: int, clients: int, seconds: float, windows: int) 
     return rows, statuses
 
 
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def soak_table(clients: int = 32, seconds: float = 120, windows: int = 8, upload_timeout: float = 30.0) -> Table:
     """`ferkit serve` in its own process, loaded for `seconds` by `clients` well-behaved clients posting
     the sample photo while bad clients send bombs, oversized and non-image bodies, tiny images,
     cross-origin and foreign-host requests, and bodies that trickle in or stall. One row per time
     window: the good clients' answers and latency, the health probe's slowest answer, the bad
     requests refused as they should be (and any that were not), and the server's memory."""
-    import httpx
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port), "--upload-timeout", str(upload_timeout)],
-                              stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with running_server("--upload-timeout", str(upload_timeout)) as (port, server):
         rows, statuses = asyncio.run(soak(port, server.pid, clients, seconds, windows))
-        peak = peak_memory_mb(server.pid)
-    finally:
-        server.terminate()
-        server.wait(10)
+        peak = memory_mb(server.pid)
     kinds = ", ".join(f"{kind} {sorted(set(codes))}" for kind, codes in statuses.items())
     table = Table(title=f"Soak: {clients} clients posting sample.jpg for {seconds:.0f} s beside {len(statuses)} kinds of bad client",
                   caption=f"bad clients' answers: {kinds}; server peak {peak:.0f} MB")
