@@ -1,5 +1,7 @@
-"""`ferkit batch` on a local Ray with 2 CPUs: its rows are those `predict` and `video` give one by
-one, a rerun adds nothing, a stopped job resumes to the same rows, and bad inputs become rows."""
+"""`ferkit batch` on a two-node Ray cluster started on this machine (one CPU a node): its rows are
+those `predict` and `video` give one by one, track ids included; a rerun adds nothing; a job killed
+mid-way resumes to the same rows; bad inputs become rows. Every job here, from Python or from the
+command line, runs on that one cluster through its address, so Ray starts once."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import pytest
 import ray
 
 from conftest import ferkit, write_clip
-from ferkit.batch import DONE_KEY, run_batch
+from ferkit.batch import DONE_KEY, REPLACES_KEY, run_batch
+from ferkit.cluster import local_cluster
 from ferkit.data import EMOTIONS, FERData
 from ferkit.errors import OptionError
 from ferkit.predict import predict
@@ -30,42 +33,71 @@ from ferkit.scenes import compose_scene
 from ferkit.video import process_video
 
 CONFIG = RecognizerConfig()
-CHUNK_SECONDS = 1.0  # the 3 s test video in 3 chunks (30 frames each, at 30 FPS)
+CHUNK_SECONDS = 1.0  # 30 frames a chunk at 30 FPS: talk.mp4 (90 frames) in 3 chunks, two.mp4 (60) in 2
+SCENES = 300
+UNITS = SCENES + 4 + 3 + 2  # scenes, astronaut, broken.jpg, empty.png, broken.mp4; talk.mp4's and two.mp4's chunks
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+def cluster() -> Iterator[str]:
+    """A head and a worker node, one CPU each; this process joins it at its first job."""
+    with local_cluster(nodes=2, cpus=1) as address:
+        yield address
+        ray.shutdown()
+
+
+def two_faces_video(source: Path, out: Path, frames: int = 60) -> None:
+    """A 400x240 video of the talking head on the left throughout and, on the right, a second
+    copy (mirrored) from frame 20 to 44: a track that starts in one chunk and ends in the next."""
+    cap = cv2.VideoCapture(str(source))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30, (400, 240))
+    for i in range(frames):
+        ok, frame = cap.read()
+        assert ok
+        canvas = np.full((240, 400, 3), 200, np.uint8)
+        head = cv2.resize(frame[40:340, 295:595], (160, 160))
+        canvas[40:200, 20:180] = head
+        if 20 <= i < 45:
+            canvas[40:200, 220:380] = head[:, ::-1]
+        writer.write(canvas)
+    writer.release()
 
 
 @pytest.fixture(scope="module")
 def inputs(fer: FERData, fer_npz: Path, astronaut_bgr: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """30 scenes of two FER2013 faces each (10 in a subfolder), the astronaut, a 3 s video, and a
-    JPEG and an MP4 that are broken."""
+    """300 small scenes of one or two FER2013 faces (a third in a subfolder), the astronaut, two
+    videos (3 s, one face; 2 s, a second face coming and going), and a JPEG, a PNG and an MP4 that
+    are broken."""
     folder = tmp_path_factory.mktemp("inputs")
     (folder / "more").mkdir()
     faces = fer.split("PrivateTest").pixels
-    for i in range(30):
-        scene, _ = compose_scene(faces[2 * i : 2 * i + 2])
-        cv2.imwrite(str(folder / ("more" if i % 3 == 0 else "") / f"scene{i:02}.png"), scene)
+    for i in range(SCENES):
+        scene, _ = compose_scene(faces[2 * i : 2 * i + 1 + i % 2], size=64, gap=24)
+        cv2.imwrite(str(folder / ("more" if i % 3 == 0 else "") / f"scene{i:03}.png"), scene)
     cv2.imwrite(str(folder / "astronaut.jpg"), astronaut_bgr)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is no JPEG")
+    (folder / "empty.png").write_bytes(b"")
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 and no more")
-    write_clip(fer_npz.parent / "face_talking_854x480.mp4", folder / "talk.mp4", frames=90)
+    video = fer_npz.parent / "face_talking_854x480.mp4"
+    write_clip(video, folder / "talk.mp4", frames=90)
+    two_faces_video(video, folder / "two.mp4")
     return folder
 
 
 @pytest.fixture(scope="module")
-def batch_run(local_ray: None, inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def batch_run(cluster: str, inputs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("batch")
-    return out, run_batch([inputs], out, CONFIG, workers=2, chunk_seconds=CHUNK_SECONDS, warn=pytest.fail)
+    return out, run_batch([inputs], out, CONFIG, address=cluster, workers=2, chunk_seconds=CHUNK_SECONDS, warn=pytest.fail)
 
 
 def rows(out: Path) -> list[dict]:
     """Every row under `out`, in a fixed order."""
     return sorted(pq.read_table(out).to_pylist(), key=lambda r: (r["source"], r["frame"] or 0, r["face"] or 0))
+
+
+def footers(out: Path, key: bytes = DONE_KEY) -> list[list[str]]:
+    """What each part's footer says under `key` (by default: the inputs and chunks it completes)."""
+    return [json.loads(pq.read_schema(part).metadata.get(key, b"[]")) for part in sorted(out.glob("part-*.parquet"))]
 
 
 def same(row: dict, face: dict) -> None:
@@ -76,69 +108,86 @@ def same(row: dict, face: dict) -> None:
 
 
 def test_batch_gives_the_rows_predict_and_video_give_one_by_one(batch_run: tuple[Path, dict], inputs: Path, tmp_path: Path) -> None:
+    """On both nodes: every image's faces, and every video frame's faces with the track ids
+    `ferkit video` gives (chunks stitched), one error row per broken input."""
     out, summary = batch_run
+    assert ray.cluster_resources()["CPU"] == 2 and len(ray.nodes()) == 2  # two workers of one CPU: one on each node
     recognizer = EmotionRecognizer(CONFIG)
     predict([inputs], recognizer, tmp_path / "images.jsonl", warn=lambda message: None)
-    process_video(inputs / "talk.mp4", recognizer, results=tmp_path / "video.jsonl", progress=False)
     images = [json.loads(line) for line in open(tmp_path / "images.jsonl")]
-    frames = [json.loads(line) for line in open(tmp_path / "video.jsonl")]
+    frames = {}
+    for name in ("talk", "two"):
+        process_video(inputs / f"{name}.mp4", recognizer, results=tmp_path / f"{name}.jsonl", progress=False)
+        frames[name] = [json.loads(line) for line in open(tmp_path / f"{name}.jsonl")]
     got = rows(out)
     by_source = defaultdict(list)
     for row in got:
         by_source[row["source"]].append(row)
 
     image_faces = sum(len(record["faces"]) for record in images)
-    video_faces = sum(len(record["faces"]) for record in frames)
-    assert len(images) == 32 and image_faces >= 25 and len(frames) == 90 and video_faces >= 85  # enough to compare
-    assert summary | {"seconds": 0, "rate": 0} == {"inputs": 34, "skipped": 0, "images": 32, "chunks": 3, "faces": image_faces + video_faces,
-                                                   "errors": 2, "seconds": 0, "rate": 0}
-    assert len(got) == image_faces + video_faces + 2
+    video_faces = sum(len(record["faces"]) for video in frames.values() for record in video)
+    assert len(images) == SCENES + 3 and image_faces >= 200 and video_faces >= 85 + 60 + 20  # enough to compare
+    assert {name: len({f["track_id"] for r in video for f in r["faces"]}) for name, video in frames.items()} == {"talk": 1, "two": 2}
+    assert summary | {"seconds": 0, "rate": 0, "work_seconds": 0} == {
+        "inputs": SCENES + 6, "skipped": 0, "images": SCENES + 3, "chunks": 5, "faces": image_faces + video_faces,
+        "errors": 3, "seconds": 0, "rate": 0, "work_seconds": 0}
+    assert len(got) == image_faces + video_faces + 3
     assert [r["error"] for r in by_source[str(inputs / "broken.mp4")]] == [f"{inputs / 'broken.mp4'}: cannot be opened as a video"]
     assert {r["model"] for r in got} == {"ferkit"} and len({r["model_version"] for r in got}) == 1
 
     for record in images:
         found = by_source[record["path"]]
-        if "error" in record:  # the broken JPEG: one row with the error predict reports
-            assert [(r["error"], r["label"]) for r in found] == [(record["error"], None)] and "broken.jpg" in record["error"]
+        if "error" in record:  # broken.jpg, empty.png: one row with the error predict reports
+            assert [(r["error"], r["label"]) for r in found] == [(record["error"], None)]
             continue
         assert [r["face"] for r in found] == list(range(len(record["faces"])))
         assert {(r["frame"], r["track_id"], r["chunk"]) for r in found} <= {(None, None, None)}
         for row, face in zip(found, record["faces"]):
             same(row, face)
+    assert {Path(r["path"]).name for r in images if "error" in r} == {"broken.jpg", "empty.png"}
 
-    video = {(r["frame"], r["face"]): r for r in by_source[str(inputs / "talk.mp4")]}
-    assert len(video) == video_faces
-    tracks = {}  # (chunk, its track id) -> the id `ferkit video` gave: ids are numbered within each chunk
-    for record in frames:
-        for i, face in enumerate(record["faces"]):
-            row = video.pop((record["frame"], i))
-            same(row, face)
-            assert row["time"] == pytest.approx(record["time"], abs=1e-3) and row["chunk"] == record["frame"] // 30 * 30
-            assert tracks.setdefault((row["chunk"], row["track_id"]), face["track_id"]) == face["track_id"]
-    assert not video and {chunk for chunk, _ in tracks} == {0, 30, 60}
+    for name, video_frames in frames.items():
+        video = {(r["frame"], r["face"]): r for r in by_source[str(inputs / f"{name}.mp4")]}
+        assert len(video) == sum(len(record["faces"]) for record in video_frames)
+        for record in video_frames:
+            for i, face in enumerate(record["faces"]):
+                row = video.pop((record["frame"], i))
+                same(row, face)
+                assert row["time"] == pytest.approx(record["time"], abs=1e-3) and row["chunk"] == record["frame"] // 30 * 30
+                assert row["track_id"] == face["track_id"]  # video-wide: the same rows in each track as `ferkit video`
+        assert not video
+    assert sorted(keys for keys in footers(out) if "#" in keys[0]) == [[f"{inputs / 'talk.mp4'}#{s}" for s in (0, 30, 60)],
+                                                                       [f"{inputs / 'two.mp4'}#{s}" for s in (0, 30)]]  # one part a video
 
 
-def test_a_rerun_adds_nothing(batch_run: tuple[Path, dict], inputs: Path) -> None:
-    out, _ = batch_run
+def test_a_rerun_adds_nothing_and_ends_a_stitch_that_was_cut_short(batch_run: tuple[Path, dict], inputs: Path, tmp_path: Path) -> None:
+    """Nothing is redone; a chunk part left behind by a job killed while it stitched (the part that
+    replaces it already written) is deleted, so its rows are not counted twice."""
+    out = tmp_path / "out"
+    shutil.copytree(batch_run[0], out)
     parts, before = sorted(out.iterdir()), rows(out)
+    stitched = next(part for part, replaced in zip(sorted(out.glob("part-*.parquet")), footers(out, REPLACES_KEY)) if replaced)
+    shutil.copy(stitched, out / json.loads(pq.read_schema(stitched).metadata[REPLACES_KEY])[0])  # rows there twice
     summary = run_batch([inputs], out, CONFIG, workers=2, chunk_seconds=CHUNK_SECONDS)
-    assert (summary["skipped"], summary["images"], summary["chunks"], summary["faces"], summary["errors"]) == (36, 0, 0, 0, 0)
+    assert (summary["skipped"], summary["images"], summary["chunks"], summary["faces"], summary["errors"]) == (UNITS, 0, 0, 0, 0)
     assert sorted(out.iterdir()) == parts and rows(out) == before
 
 
-def test_a_stopped_job_resumes_to_the_same_rows(batch_run: tuple[Path, dict], inputs: Path, tmp_path: Path) -> None:
-    """Parts never written (the units in flight when a job was stopped) are redone, and only they."""
-    out, _ = batch_run
-    shutil.copytree(out, tmp_path / "out")
-    lost = sorted((tmp_path / "out").glob("part-*.parquet"))[::2]
+def test_a_stopped_job_resumes_to_the_same_rows(batch_run: tuple[Path, dict], cluster: str, inputs: Path, tmp_path: Path) -> None:
+    """Parts never written (the units in flight when a job was stopped) are redone, and only they:
+    here every fourth part and both videos' (so their chunks run and are stitched again)."""
+    out = tmp_path / "out"
+    shutil.copytree(batch_run[0], out)
+    everything = sorted(out.glob("part-*.parquet"))
+    lost = [part for i, (part, keys) in enumerate(zip(everything, footers(out))) if i % 4 == 0 or "#" in keys[0]]
     keys = [key for part in lost for key in json.loads(pq.read_schema(part).metadata[DONE_KEY])]
     for part in lost:
         part.unlink()
-    (tmp_path / "out" / ".part-0.parquet.tmp").write_bytes(b"half a part")
-    summary = run_batch([inputs], tmp_path / "out", CONFIG, workers=2, chunk_seconds=CHUNK_SECONDS)
+    (out / ".part-0.parquet.tmp").write_bytes(b"half a part")
+    summary = run_batch([inputs], out, CONFIG, address=cluster, workers=2, chunk_seconds=CHUNK_SECONDS)
     redone = summary["images"] + summary["chunks"] + (str(inputs / "broken.mp4") in keys)  # that one is tried again before Ray starts
-    assert keys and redone == len(keys) and summary["skipped"] == 36 - len(keys)
-    assert rows(tmp_path / "out") == rows(out) and not list((tmp_path / "out").glob(".part-*"))
+    assert summary["chunks"] == 5 and redone == len(keys) and summary["skipped"] == UNITS - len(keys)
+    assert rows(out) == rows(batch_run[0]) and not list(out.glob(".part-*"))
 
 
 def test_other_options_are_refused_where_results_were_made_with_others(batch_run: tuple[Path, dict], inputs: Path) -> None:
@@ -148,26 +197,31 @@ def test_other_options_are_refused_where_results_were_made_with_others(batch_run
         run_batch([inputs], batch_run[0], CONFIG, chunk_seconds=2.0)
 
 
-def test_cli_stopped_midway_and_rerun_from_a_list_file(batch_run: tuple[Path, dict], inputs: Path, tmp_path: Path) -> None:
-    """`ferkit batch` on a CSV of paths (relative to it; one missing) is stopped after its first part
-    and run again: the rows are those of the run above, with the missing file as an error row."""
-    images = sorted(inputs.rglob("scene*.png"))
+def test_cli_killed_midway_and_rerun_from_a_list_file(batch_run: tuple[Path, dict], cluster: str, inputs: Path, tmp_path: Path) -> None:
+    """`ferkit batch --address` on a CSV of paths (relative to it; one missing) is killed (SIGKILL:
+    no chance to tidy up) after its first parts and run again: the rows are those of the run
+    above, each once, with the missing file as an error row."""
+    listed = sorted(inputs.rglob("scene*.png"))[:100] + [inputs / "two.mp4"]
     listing = tmp_path / "list.csv"
-    listing.write_text("path,note\n" + "".join(f"{os.path.relpath(p, tmp_path)},x\n" for p in images) + "missing.png,x\n")
+    listing.write_text("path,note\n" + "".join(f"{os.path.relpath(p, tmp_path)},x\n" for p in listed) + "missing.png,x\n")
     out = tmp_path / "out"
-    job = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "batch", listing, "--out", out, "--workers", "1"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["batch", listing, "--out", out, "--address", cluster, "--workers", "2", "--chunk-seconds", str(CHUNK_SECONDS)]
+    job = subprocess.Popen([sys.executable, "-m", "ferkit.cli", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while job.poll() is None and not list(out.glob("part-*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    job.send_signal(signal.SIGTERM)
+    while job.poll() is None and len(list(out.glob("part-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job.send_signal(signal.SIGKILL)
     job.wait(timeout=30)
-    first = {key for part in out.glob("part-*.parquet") for key in json.loads(pq.read_schema(part).metadata[DONE_KEY])}
-    assert 0 < len(first) < 31  # stopped part-way
-    result = ferkit("batch", listing, "--out", out, "--workers", "1")
-    assert f"31 inputs: {31 - len(first)} images and 0 video chunks done now, {len(first)} done before" in result.stderr
-    expected = [r for r in rows(batch_run[0]) if r["source"] in set(map(str, images))]
+    first = {key for keys in footers(out) for key in keys}
+    assert 0 < len(first) < 103 and job.returncode == -signal.SIGKILL  # killed part-way (101 images and 2 chunks in all)
+    result = ferkit(*args)
+    chunks = sum(f"{inputs / 'two.mp4'}#{s}" not in first for s in (0, 30))
+    images = 103 - len(first) - chunks
+    assert (f"102 inputs: {images} image{'s' * (images != 1)} and {chunks} video chunk{'s' * (chunks != 1)} done now, "
+            f"{len(first)} done before") in result.stderr
+    expected = [r for r in rows(batch_run[0]) if r["source"] in set(map(str, listed))]
     got = rows(out)
     error = [r for r in got if r["error"] is not None]
     assert [r["source"] for r in error] == [str(tmp_path / "missing.png")] and "missing.png" in error[0]["error"]
     assert [r for r in got if r["error"] is None] == expected and not list(out.glob(".part-*"))
+    assert sorted(key for keys in footers(out) for key in keys) == sorted({key for keys in footers(out) for key in keys})  # each once

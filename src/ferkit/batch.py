@@ -2,7 +2,8 @@
 library function. Ray Data hands out units of work (a few images, or one time chunk of a video) to
 actors that each hold one `EmotionRecognizer` and run the one recognition loop; this process writes
 each unit's rows as one Parquet part whose footer names the inputs it completes, so a rerun skips
-them and a killed job loses only the units in flight."""
+them and a killed job loses only the units in flight. Once all of a video's chunks are done, their
+parts are replaced by one whose track ids run through the whole video (`stitch`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import json
 import logging
 import math
 import os
+import time
 import uuid
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,6 +31,7 @@ from .progress import Meter
 from .recognize import EmotionRecognizer, RecognizerConfig, recognize_source
 from .results import Face
 from .sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES, Images, Video, find_images
+from .track import iou
 
 LIST_SUFFIXES = {".txt", ".csv", ".parquet"}  # files that name inputs, one path a line or row
 MEDIA = IMAGE_SUFFIXES | VIDEO_SUFFIXES
@@ -35,6 +39,9 @@ WARM_SECONDS = 1.0  # a video chunk starts this early, so its tracks are warm (i
 MAX_IMAGES_PER_UNIT = 64  # images per unit of work: fewer parts to write, while every worker still gets several units
 SETTINGS = "_batch.json"  # the options the results in a folder were made with ("_": Parquet readers skip it)
 DONE_KEY = b"ferkit.done"  # a part's footer: the inputs and chunks whose rows it holds
+WARM_KEY = b"ferkit.warm"  # a chunk part's footer: its warm-up frames' faces [frame, x, y, w, h, track id], for stitching
+REPLACES_KEY = b"ferkit.replaces"  # a part's footer: the parts it replaces (deleted once it is written)
+STITCH_IOU = 0.5  # a chunk's track continues an earlier one whose box in a warm-up frame overlaps its own this much
 
 
 def run_batch(
@@ -65,12 +72,15 @@ def run_batch(
         leftover.unlink()
     inputs = expand(sources, warn)
     done = finished(out_dir)
-    images, chunks, failed, skipped = plan(inputs, config.detect_every, chunk_seconds, done)
+    images, chunks, videos, failed, skipped = plan(inputs, config.detect_every, chunk_seconds, done)
     rows_schema = schema(recognizer.labels)
     if failed:
         errors = [error_row(path, message, model) for path, message in failed]
         write_part(out_dir, pa.Table.from_pylist(errors, schema=rows_schema), [path for path, _ in failed])
-    summary = {"inputs": len(inputs), "skipped": skipped, "images": len(images), "chunks": len(chunks), "faces": 0, "errors": len(failed)}
+    for keys in videos.values():  # a job killed between a video's last chunk and its stitch
+        stitch_if_done(out_dir, keys, done)
+    summary = {"inputs": len(inputs), "skipped": skipped, "images": len(images), "chunks": len(chunks), "faces": 0,
+               "errors": len(failed), "work_seconds": 0.0}
     with Meter("batch", len(images) + len(chunks), "items", enabled=progress) as meter:
         if images or chunks:
             connect(address, cpus)
@@ -84,10 +94,14 @@ def run_batch(
                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
             for result in results.iter_rows():
                 keys, table = json.loads(result["keys"]), pa.ipc.open_stream(result["rows"]).read_all()
-                write_part(out_dir, table, keys)
+                name = write_part(out_dir, table, keys, {WARM_KEY: result["warm"]} if result["video"] else {})
+                done.update(dict.fromkeys(keys, name))
+                if result["video"]:
+                    stitch_if_done(out_dir, videos[result["video"]], done)
                 failures = table.column("error").drop_null().length() if table.num_rows else 0
                 summary["faces"] += table.num_rows - failures
                 summary["errors"] += failures
+                summary["work_seconds"] += result["seconds"]
                 meter.describe(f"{summary['faces']} faces")
                 meter.advance(len(keys))
     return {**summary, "seconds": meter.seconds, "rate": meter.rate}
@@ -102,12 +116,16 @@ class Worker:
         self.schema = schema(self.recognizer.labels)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        keys, tables = [], []
+        out: dict[str, list] = {"keys": [], "rows": [], "video": [], "warm": [], "seconds": []}
         for unit in map(json.loads, batch.column("unit").to_pylist()):
-            rows = self.images(unit["paths"]) if unit["kind"] == "images" else self.chunk(unit)
-            keys.append(json.dumps(unit_keys(unit)))
-            tables.append(to_bytes(pa.Table.from_pylist(rows, schema=self.schema)))
-        return pa.table({"keys": keys, "rows": tables})
+            started = time.perf_counter()
+            rows, warm = (self.images(unit["paths"]), []) if unit["kind"] == "images" else self.chunk(unit)
+            out["keys"].append(json.dumps(unit_keys(unit)))
+            out["rows"].append(to_bytes(pa.Table.from_pylist(rows, schema=self.schema)))
+            out["video"].append(unit.get("path"))
+            out["warm"].append(json.dumps(warm))
+            out["seconds"].append(time.perf_counter() - started)
+        return pa.table(out)
 
     def images(self, paths: list[str]) -> list[dict]:
         rows = []
@@ -119,21 +137,24 @@ class Worker:
                 rows.append(error_row(path, failure(e), self.model))
         return rows
 
-    def chunk(self, unit: dict) -> list[dict]:
+    def chunk(self, unit: dict) -> tuple[list[dict], list[list[int]]]:
         """A video's frames from `start` to `stop`, followed from `warm` on (the same detection
-        frames and, after the warm-up, the same tracks and smoothing as `ferkit video`); the
-        warm-up frames belong to the chunk before and are dropped."""
-        path, start, rows = unit["path"], unit["start"], []
+        frames and, after the warm-up, the same tracks and smoothing as `ferkit video`). The
+        warm-up frames' rows belong to the chunk before: only their boxes and track ids are kept,
+        for `stitch` to tell which earlier track each of this chunk's tracks continues."""
+        path, start, rows, warm = unit["path"], unit["start"], [], []
         try:
             video = Video(path, unit["warm"], unit["stop"])
             for frame, faces in recognize_source(video, self.recognizer.stream()):
                 if frame.index >= start:
                     rows += face_rows(path, faces, self.model, frame.index, frame.time, start)
+                else:
+                    warm += [[frame.index, *f.box, f.track_id] for f in faces]
             if not video.complete:
                 rows.append(error_row(path, f"{path}: the video broke off at frame {video.read}", self.model, start))
         except Exception as e:  # as for images: the chunk's row says what failed
             rows.append(error_row(path, failure(e), self.model, start))
-        return rows
+        return rows, warm
 
 
 def expand(sources: Sequence[str | Path], warn: Callable[[str], None] = print) -> list[Path]:
@@ -176,10 +197,10 @@ def read_list(path: Path) -> list[str]:
 
 
 def plan(inputs: list[Path], detect_every: int, chunk_seconds: float,
-         done: set[str]) -> tuple[list[str], list[dict], list[tuple[str, str]], int]:
-    """What is left to do: images, video chunks, the videos that cannot be opened (with why), and
-    how many images and chunks were done before."""
-    images, chunks, failed, skipped = [], [], [], 0
+         done: dict[str, str]) -> tuple[list[str], list[dict], dict[str, list[str]], list[tuple[str, str]], int]:
+    """What is left to do: images, video chunks, every video's chunk keys (done or not), the
+    videos that cannot be opened (with why), and how many images and chunks were done before."""
+    images, chunks, videos, failed, skipped = [], [], {}, [], 0
     for path in map(str, inputs):
         if path in done:
             skipped += 1
@@ -193,9 +214,10 @@ def plan(inputs: list[Path], detect_every: int, chunk_seconds: float,
                 failed.append((path, str(e)))
                 continue
             parts = video_chunks(path, video.fps, video.total, detect_every, chunk_seconds)
+            videos[path] = [unit_keys(c)[0] for c in parts]
             left = [c for c in parts if unit_keys(c)[0] not in done]
             chunks, skipped = chunks + left, skipped + len(parts) - len(left)
-    return images, chunks, failed, skipped
+    return images, chunks, videos, failed, skipped
 
 
 def video_chunks(path: str, fps: float, total: int | None, detect_every: int, seconds: float) -> list[dict]:
@@ -257,18 +279,64 @@ def to_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def write_part(out_dir: Path, table: pa.Table, keys: list[str]) -> None:
-    """One unit's rows as a Parquet part, its footer naming what it completes; written under a
-    temporary name and renamed, so a part is there whole or not at all."""
+def write_part(out_dir: Path, table: pa.Table, keys: list[str], footer: dict[bytes, str] | None = None) -> str:
+    """Rows as a Parquet part, its footer naming what it completes (and anything in `footer`);
+    written under a temporary name and renamed, so a part is there whole or not at all. Returns its name."""
     name = f"part-{uuid.uuid4().hex}.parquet"
     temporary = out_dir / f".{name}.tmp"
-    pq.write_table(table.replace_schema_metadata({DONE_KEY: json.dumps(keys).encode()}), temporary)
+    pq.write_table(table.replace_schema_metadata({DONE_KEY: json.dumps(keys), **(footer or {})}), temporary)
     os.replace(temporary, out_dir / name)
+    return name
 
 
-def finished(out_dir: Path) -> set[str]:
-    """The inputs and video chunks whose rows are already in `out_dir`."""
-    return {key for part in out_dir.glob("part-*.parquet") for key in json.loads(pq.read_schema(part).metadata[DONE_KEY])}
+def finished(out_dir: Path) -> dict[str, str]:
+    """The inputs and video chunks whose rows are already in `out_dir`, each with its part's name.
+    Parts that a later part replaces (a killed job that had not deleted them yet) are deleted first."""
+    footers = {part.name: pq.read_schema(part).metadata for part in out_dir.glob("part-*.parquet")}
+    for replaced in {name for footer in footers.values() for name in json.loads(footer.get(REPLACES_KEY, b"[]"))}:
+        (out_dir / replaced).unlink(missing_ok=True)
+        footers.pop(replaced, None)
+    return {key: name for name, footer in footers.items() for key in json.loads(footer[DONE_KEY])}
+
+
+def stitch_if_done(out_dir: Path, keys: list[str], done: dict[str, str]) -> None:
+    """Once every chunk of a video is done, replace its chunks' parts by one holding video-wide
+    track ids: written first, naming the parts it replaces, which are then deleted (a rerun
+    deletes them if a kill came between). `done` is updated to the new part."""
+    names = list(dict.fromkeys(done.get(key) for key in keys))
+    if len(names) < 2 or None in names:
+        return
+    name = write_part(out_dir, stitch([pq.read_table(out_dir / n) for n in names]), keys, {REPLACES_KEY: json.dumps(names)})
+    for replaced in names:
+        (out_dir / replaced).unlink()
+    done.update(dict.fromkeys(keys, name))
+
+
+def stitch(parts: list[pa.Table]) -> pa.Table:
+    """One video's chunk parts (in order) as one table whose track ids run through the whole video. A chunk's
+    track continues the earlier track whose boxes overlap its own in the most warm-up frames
+    (IoU >= STITCH_IOU; each continued once); the others are new. Ids are numbered in order of
+    first appearance, as `ferkit video` numbers them, so a track holds the same rows as there."""
+    seen: defaultdict[int, list[tuple[tuple[int, int, int, int], int]]] = defaultdict(list)  # frame -> (box, video-wide id)
+    tables, next_id = [], 1
+    for part in parts:
+        votes = Counter((local, earlier) for frame, *box, local in json.loads(part.schema.metadata.get(WARM_KEY, b"[]"))
+                        for other, earlier in seen[frame] if iou(tuple(box), other) >= STITCH_IOU)
+        ids: dict[int, int] = {}
+        for (local, earlier), _ in votes.most_common():
+            if local not in ids and earlier not in ids.values():
+                ids[local] = earlier
+        tracks = []
+        for row in part.select(["frame", "x", "y", "w", "h", "track_id"]).to_pylist():
+            local = row["track_id"]
+            if local is not None and local not in ids:
+                ids[local], next_id = next_id, next_id + 1
+            tracks.append(ids.get(local))
+            if local is not None:
+                seen[row["frame"]].append(((row["x"], row["y"], row["w"], row["h"]), ids[local]))
+        column = part.schema.get_field_index("track_id")
+        tables.append(part.set_column(column, "track_id", pa.array(tracks, pa.int64())).replace_schema_metadata(None))
+    return pa.concat_tables(tables)
 
 
 def check_settings(out_dir: Path, settings: dict) -> None:
