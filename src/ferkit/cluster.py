@@ -62,7 +62,9 @@ def local_cluster(nodes: int = 2, cpus: int = 1, timeout: float = 60.0) -> Itera
             wait_ready(node, log, timeout)
         yield address
     finally:
-        for node in reversed(started):
+        for node in started:  # all at once: each drains its own processes
+            node.terminate()
+        for node in started:
             stop(node)
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -77,9 +79,8 @@ def wait_ready(node: subprocess.Popen, log: Path, timeout: float) -> None:
 
 
 def stop(node: subprocess.Popen) -> None:
-    """SIGTERM to a `ray start --block`: it stops the node's processes, then itself; its session's
-    stragglers are ended by their process group."""
-    node.terminate()
+    """Wait for a `ray start --block` told to stop (SIGTERM: it stops its node's processes, then
+    itself); what is left after 30 s is ended through its process group."""
     try:
         node.wait(30)
     except subprocess.TimeoutExpired:
