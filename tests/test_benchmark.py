@@ -39,6 +39,18 @@ def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> 
     assert all(0 <= float(c.rstrip("*")) <= 100 for r in framing for c in r[2:])
 
 
+def test_batch_benchmark_table(fer_npz: Path) -> None:
+    """The table's rows and columns, on Ray started here with one worker (each Ray job costs seconds
+    of start-up: the two-node cluster's rows run in the real benchmark, its cluster in test_batch)."""
+    out = ferkit("benchmark", "batch", "--scenes", "3", "--frames", "12", "--workers", "1", "--nodes", "0", "--data", fer_npz,
+                 "--video", fer_npz.parent / "face_talking_854x480.mp4").stdout
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│") and "│" in line[1:]]
+    assert [r[:2] for r in rows] == [["predict, video (one process)", "1"], ["batch, this machine", "1"]]
+    assert all(len(r) == 8 and float(r[2]) > 0 and float(r[3]) > 0 and float(r[6]) > 0 and float(r[7]) > 0 for r in rows), rows
+    assert float(rows[1][4]) > 0 and float(rows[1][5]) > 0  # a Ray job's overhead: its actors' start, at least
+    assert "embedded Ray" in " ".join(out.split())
+
+
 def test_match_pairs_each_detection_with_one_face_best_overlap_first() -> None:
     faces = [(0, 0, 100, 100), (10, 0, 100, 100), (300, 300, 50, 50)]
     found = [Detection((12, 0, 100, 100), 1.0), Detection((0, 0, 100, 100), 1.0), Detection((500, 0, 60, 60), 1.0)]

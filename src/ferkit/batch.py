@@ -87,6 +87,8 @@ def run_batch(
             workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
             per = max(1, min(MAX_IMAGES_PER_UNIT, math.ceil(len(images) / (4 * workers))))
             units = chunks + [{"kind": "images", "paths": images[i : i + per]} for i in range(0, len(images), per)]
+            # No more actors than units: Ray Data fails a job when it ends while an actor it did not need is still starting.
+            workers = min(workers, len(units))
             ray.data.DataContext.get_current().enable_progress_bars = False  # the Meter is the bar
             logging.getLogger("ray.data").setLevel(logging.ERROR)  # its plan and timings, and the notice of no bars
             results = ray.data.from_items([{"unit": json.dumps(u)} for u in units], override_num_blocks=len(units)).map_batches(

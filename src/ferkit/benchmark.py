@@ -1,9 +1,9 @@
 """Benchmarks that print tables: model speed (training and inference), the whole pipeline's frame
 rate on 640x480 video, detection and framing on faces at known places, the REST API under
 concurrent load and in a soak beside slow and malicious clients, int8 copies of a model, and the
-peak memory of each verb. Run them with `ferkit benchmark
-models|pipeline|detect|quantize|server|soak|memory` or the scripts in benchmarks/; every speed,
-memory and detection figure in the README comes from here.
+peak memory of each verb, and `ferkit batch` on Ray against one process. Run them with `ferkit benchmark
+models|pipeline|detect|quantize|server|soak|memory|batch` or the scripts in benchmarks/; every speed,
+memory, detection and batch figure in the README comes from here.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
 
@@ -34,15 +35,18 @@ from rich.table import Table
 
 from .annotate import draw, draw_fps
 from .classify import ASSETS, EmotionClassifier, crop_face, model_path
+from .cluster import local_cluster
 from .data import load, normalize
 from .detect import DETECTORS, to_gray
 from .errors import FerkitError
-from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, recognize_source
+from .predict import predict
+from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, RecognizerConfig, recognize_source
 from .results import Detection
 from .runs import TrainConfig
 from .scenes import Box, Scene, random_scenes
 from .sources import Video
 from .track import iou
+from .video import process_video
 
 
 # --- models: training img/s (torch) and ONNX Runtime ms per face ---------------------------------
@@ -707,3 +711,94 @@ def soak_cells(row: dict) -> list[str]:
     health = max(row["health"]) * 1000 if row["health"] else float("nan")
     return [str(len(row["ok"])), str(row["errors"]), *(f"{np.percentile(ms, q):.0f}" for q in (50, 95, 99)), f"{health:.0f}",
             str(row["bad"]), str(row["unexpected"]), f"{row['mb']:.0f}"]
+
+
+# --- batch: `ferkit batch` on Ray, against predict and video in one process ----------------------
+
+BATCH_CHUNK_SECONDS = 5.0  # the clip's chunks: several a clip, so the workers share it (each but the first with 1 s of warm-up)
+
+
+def batch_inputs(data: Path, video: Path, folder: Path, scenes: int, frames: int) -> tuple[list[Path], Path]:
+    """`scenes` composed 640x480 scenes of PrivateTest faces as JPEGs, and a 640x480 one-face clip `frames` long."""
+    faces = load(data).split("PrivateTest").pixels
+    images = []
+    for i, scene in enumerate(random_scenes(faces, scenes)):
+        images.append(folder / f"scene{i:05}.jpg")
+        cv2.imwrite(str(images[-1]), scene.image)
+    return images, make_videos(video, folder, frames)["1 face"]
+
+
+def batch_jobs(images: list[Path], clip: Path, frames: int, folder: Path, config: RecognizerConfig, workers: int) -> list[str]:
+    """One row's cells: `ferkit batch` on the images, then on the clip, each a job of its own on
+    the Ray this process has joined; the job's overhead is its wall time less its workers' busy
+    time a worker (Ray Data's plan, the actors loading their recognizers, handing out units and
+    writing parts), and a worker's time per item is its busy time."""
+    from .batch import run_batch  # Ray and pyarrow: the `batch` extra, which only this table needs
+
+    cells = []
+    for name, sources, count in (("images", images, len(images)), ("video", [clip], frames)):
+        started = time.perf_counter()
+        summary = run_batch(sources, folder / f"{name}-{workers}-{time.monotonic_ns()}", config, workers=workers,
+                            chunk_seconds=BATCH_CHUNK_SECONDS, warn=lambda message: None)
+        wall = time.perf_counter() - started
+        cells.append((count / wall, wall - summary["work_seconds"] / workers, summary["work_seconds"] * 1000 / count))
+    return [f"{cells[0][0]:.1f}", f"{cells[1][0]:.1f}", f"{cells[0][1]:.1f}", f"{cells[1][1]:.1f}", f"{cells[0][2]:.1f}", f"{cells[1][2]:.2f}"]
+
+
+def ray_rows(address: str | None, workers: Sequence[int], images: list[Path], clip: Path, frames: int, folder: Path,
+             config: RecognizerConfig) -> tuple[float, list[list[str]]]:
+    """Start Ray here (no `address`) or join the cluster at `address`, then time `batch_jobs` with
+    each number of workers; returns the seconds Ray took to start or join, and the rows' cells.
+    Run in a process of its own: Ray Data keeps state from one Ray to the next in a process."""
+    import ray  # the `batch` extra, as above
+
+    started = time.perf_counter()
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    start = time.perf_counter() - started
+    try:
+        return start, [batch_jobs(images, clip, frames, folder, config, n) for n in workers]
+    finally:
+        ray.shutdown()
+
+
+def batch_table(data: Path, video: Path, scenes: int = 200, frames: int = 600, model: Sequence[str] | None = None,
+                workers: Sequence[int] = (1, 2), nodes: int = 2) -> Table:
+    """`predict` and `video` in this process (one ONNX Runtime thread, as a worker has), then
+    `ferkit batch` with each of `workers` on Ray started here (embedded, all cores), then with
+    1..`nodes` workers on a local cluster of `nodes` one-CPU nodes (`cluster.local_cluster`):
+    images/s and frames/s as a user sees them (start-up included), each job's overhead, and a
+    worker's ms per image and per frame. The caption gives Ray's start-up."""
+    config = RecognizerConfig(model=model)
+    table = Table(title=f"ferkit batch on Ray: {scenes} 640x480 scenes, a {frames}-frame 640x480 clip in {BATCH_CHUNK_SECONDS:.0f} s "
+                        f"chunks; {os.cpu_count()} CPU cores")
+    for column in ("run", "workers", "images/s", "frames/s", "overhead s (images)", "overhead s (video)", "ms/image a worker",
+                   "ms/frame a worker"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as tmp, get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        folder = Path(tmp)
+        images, clip = batch_inputs(data, video, folder, scenes, frames)
+        recognizer = EmotionRecognizer(config, threads=1)
+        image_seconds = -time.perf_counter()
+        predict(images, recognizer, folder / "predict.jsonl", warn=lambda message: None)
+        image_seconds += time.perf_counter()
+        video_seconds = process_video(clip, recognizer, results=folder / "video.jsonl", progress=False)["seconds"]
+        table.add_row("predict, video (one process)", "1", f"{scenes / image_seconds:.1f}", f"{frames / video_seconds:.1f}", "-", "-",
+                      f"{image_seconds * 1000 / scenes:.1f}", f"{video_seconds * 1000 / frames:.2f}", end_section=True)
+        start, rows = pool.apply(ray_rows, (None, workers, images, clip, frames, folder, config))
+        starts = [f"embedded Ray {start:.1f} s"]
+        for n, cells in zip(workers, rows):
+            table.add_row("batch, this machine", str(n), *cells, end_section=n == workers[-1])
+        if nodes:
+            started = time.perf_counter()
+            with local_cluster(nodes, cpus=1) as address:
+                nodes_up = time.perf_counter() - started
+                start, rows = pool.apply(ray_rows, (address, range(1, nodes + 1), images, clip, frames, folder, config))
+            starts.append(f"a {nodes}-node cluster {nodes_up:.1f} s (`ray start` x{nodes}), joining it {start:.1f} s")
+            for n, cells in enumerate(rows, 1):
+                table.add_row(f"batch, {nodes}-node cluster", str(n), *cells)
+    table.caption = (f"Ray start-up: {'; '.join(starts)}. Overhead: a job's seconds less its workers' busy seconds a worker; "
+                     f"a worker's ms per frame includes the 1 s of warm-up of every chunk but the first.")
+    return table

@@ -295,14 +295,14 @@ def batch(
 @app.command()
 @config_options(RecognizerConfig, names=("model",))
 def benchmark(
-    what: str = typer.Argument(..., help="models, pipeline, detect, quantize, server, soak or memory."),
+    what: str = typer.Argument(..., help="models, pipeline, detect, quantize, server, soak, memory or batch."),
     models: Optional[list[str]] = typer.Option(None, "--models", help="models: which registered models (default: all)."),
     video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
                                show_default=False, help="pipeline, memory, detect: the video the 640x480 test clips or frames come from (default: face_talking_854x480.mp4 in $FERKIT_DATA)."),
-    frames: int = typer.Option(300, help="pipeline, memory: frames per test clip; detect: video frames (at most the video's)."),
-    scenes: int = typer.Option(200, help="detect: composed 640x480 scenes of PrivateTest faces."),
+    frames: int = typer.Option(300, help="pipeline, memory, batch: frames per test clip; detect: video frames (at most the video's)."),
+    scenes: int = typer.Option(200, help="detect, batch: composed 640x480 scenes of PrivateTest faces."),
     data: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "fer2013.npz",
-                              show_default=False, help="memory: the data `evaluate` scores (PrivateTest); detect: PrivateTest's faces; quantize: calibration on Training, agreement on PublicTest (default: fer2013.npz in $FERKIT_DATA)."),
+                              show_default=False, help="memory: the data `evaluate` scores (PrivateTest); detect, batch: PrivateTest's faces; quantize: calibration on Training, agreement on PublicTest (default: fer2013.npz in $FERKIT_DATA)."),
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     *,
     config: RecognizerConfig,
@@ -313,10 +313,12 @@ def benchmark(
     device: str = typer.Option("auto", help="models: where to time training steps: auto (a GPU if present), cpu or cuda."),
     batch: Optional[list[int]] = typer.Option(None, "--batch", help="models: training batch size(s) to time (default 64)."),
     compile: bool = typer.Option(False, "--compile", help="models: time the training steps through torch.compile."),
+    workers: Optional[list[int]] = typer.Option(None, "--workers", help="batch: worker counts to time on Ray on this machine (default 1 and 2)."),
+    nodes: int = typer.Option(2, min=0, help="batch: one-CPU nodes of the local cluster whose scaling is timed (0: none)."),
 ) -> None:
     """Print speed tables: model training/inference, pipeline FPS per stage, detection and framing on
     faces at known places, int8 copies, REST API under load and in a soak beside slow and malicious
-    clients; peak memory per verb."""
+    clients; peak memory per verb; `ferkit batch` on Ray against one process."""
     from . import benchmark as bench  # torch (models) and httpx (server): only when benchmarking
 
     with clean_errors():
@@ -344,8 +346,14 @@ def benchmark(
             table = bench.memory_table(data, video, frames)
         elif what == "soak":
             table = bench.soak_table(clients, seconds, upload_timeout=upload_timeout)
+        elif what == "batch":
+            if not data.is_file():
+                raise DataError(f"{data}: no such file; pass --data or set FERKIT_DATA")
+            if not video.is_file():
+                raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
+            table = bench.batch_table(data, video, scenes, frames, config.model, workers=workers or [1, 2], nodes=nodes)
         else:
-            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, detect, quantize, server, soak or memory")
+            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, detect, quantize, server, soak, memory or batch")
     Console(width=160).print(table)
 
 

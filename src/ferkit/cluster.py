@@ -34,9 +34,8 @@ def node_ports() -> list[str]:
     """`ray start` options giving a node its own ports, so two nodes (and other Rays) on one machine never collide."""
     names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
              "runtime-env-agent-port", "metrics-export-port")
-    low = free_ports(1)[0]  # workers' ports: a block of 200 from a free one
     options = [f"--{name}={port}" for name, port in zip(names, free_ports(len(names)))]
-    return options + [f"--min-worker-port={low}", f"--max-worker-port={min(low + 200, 65535)}"]
+    return options + ["--min-worker-port=0", "--max-worker-port=0"]  # workers: any free port
 
 
 @contextmanager
