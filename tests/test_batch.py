@@ -23,7 +23,7 @@ import pytest
 import ray
 
 from conftest import write_clip
-from ferkit.batch import DONE_KEY, REPLACES_KEY, run_batch
+from ferkit.batch import DONE_KEY, REPLACES_KEY, compact, run_batch
 from ferkit.cluster import local_cluster
 from ferkit.data import EMOTIONS, FERData
 from ferkit.errors import OptionError
@@ -173,6 +173,21 @@ def test_a_rerun_adds_nothing_and_ends_a_stitch_that_was_cut_short(batch_run: tu
     assert sorted(out.iterdir()) == parts and rows(out) == before
 
 
+def test_compacted_parts_hold_the_same_rows_and_still_resume(batch_run: tuple[Path, dict], inputs: Path, tmp_path: Path) -> None:
+    """`compact` merges parts into parts of at most 200 rows (here), keeping every row and every
+    input's record, so a rerun still has nothing to do."""
+    out = tmp_path / "out"
+    shutil.copytree(batch_run[0], out)
+    before = len(list(out.glob("part-*.parquet")))
+    assert compact(out, rows=200) == (before, len(list(out.glob("part-*.parquet"))))
+    sizes = [pq.read_metadata(part).num_rows for part in out.glob("part-*.parquet")]
+    largest = max(pq.read_metadata(part).num_rows for part in batch_run[0].glob("part-*.parquet"))
+    assert len(sizes) < before / 2 and sum(sizes) == len(rows(batch_run[0])) and max(sizes) <= max(200, largest)
+    assert rows(out) == rows(batch_run[0]) and sorted(k for keys in footers(out) for k in keys) == sorted(k for keys in footers(batch_run[0]) for k in keys)
+    summary = run_batch([inputs], out, CONFIG, workers=2, chunk_seconds=CHUNK_SECONDS)
+    assert (summary["skipped"], summary["images"], summary["chunks"]) == (UNITS, 0, 0)
+
+
 def test_a_stopped_job_resumes_to_the_same_rows(batch_run: tuple[Path, dict], cluster: str, inputs: Path, tmp_path: Path) -> None:
     """Parts never written (the units in flight when a job was stopped) are redone, and only they:
     here every fourth part and two.mp4's (so its chunks run and are stitched again)."""
@@ -215,9 +230,10 @@ def test_cli_killed_midway_and_rerun_from_a_list_file(batch_run: tuple[Path, dic
     job.wait(timeout=30)
     first = {key for keys in footers(out) for key in keys}
     assert 0 < len(first) < 63 and job.returncode == -signal.SIGKILL  # killed part-way (61 images and 2 chunks in all)
-    summary = run_batch([listing], out, CONFIG, address=cluster, workers=2, chunk_seconds=CHUNK_SECONDS)
+    summary = run_batch([listing], out, CONFIG, address=cluster, workers=2, chunk_seconds=CHUNK_SECONDS, compact_rows=10_000)
     chunks = sum(f"{inputs / 'two.mp4'}#{s}" not in first for s in (0, 30))
     assert (summary["inputs"], summary["images"], summary["chunks"], summary["skipped"]) == (62, 63 - len(first) - chunks, chunks, len(first))
+    assert summary["parts"] == len(list(out.glob("part-*.parquet"))) == 1  # compacted: every row in one part
     expected = [r for r in rows(batch_run[0]) if r["source"] in set(map(str, listed))]
     got = rows(out)
     error = [r for r in got if r["error"] is not None]

@@ -41,6 +41,7 @@ SETTINGS = "_batch.json"  # the options the results in a folder were made with (
 DONE_KEY = b"ferkit.done"  # a part's footer: the inputs and chunks whose rows it holds
 WARM_KEY = b"ferkit.warm"  # a chunk part's footer: its warm-up frames' faces [frame, x, y, w, h, track id], for stitching
 REPLACES_KEY = b"ferkit.replaces"  # a part's footer: the parts it replaces (deleted once it is written)
+COMPACT_ROWS = 1_000_000  # `compact`: rows a merged part holds at most (unless one part alone holds more)
 STITCH_IOU = 0.5  # a chunk's track continues an earlier one whose box in a warm-up frame overlaps its own this much
 
 
@@ -55,13 +56,15 @@ def run_batch(
     cpus: int | None = None,
     progress: bool = False,
     warn: Callable[[str], None] = print,
+    compact_rows: int | None = None,
 ) -> dict:
     """Recognise every face in images, videos, folders, glob patterns and list files (.txt, .csv,
     .parquet of paths) into Parquet parts under `out_dir`: one row per face, one per input that
     failed. Inputs (and video chunks) already in `out_dir` are skipped, so a rerun finishes a killed
     job. Ray: the cluster at `address` (auto, ray://host:10001), else one started here on `cpus`
     cores (default: all); `workers` actors (default: one per `threads` CPUs of the cluster) each
-    run one recognizer with `threads` ONNX Runtime threads. Returns a summary."""
+    run one recognizer with `threads` ONNX Runtime threads. With `compact_rows`, the parts are then
+    merged into parts of about that many rows (`compact`). Returns a summary."""
     config = config or RecognizerConfig()
     recognizer = EmotionRecognizer(config)  # a bad model or option fails here, before Ray starts
     model = model_identity(recognizer)
@@ -96,7 +99,8 @@ def run_batch(
                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads)
             for result in results.iter_rows():
                 keys, table = json.loads(result["keys"]), pa.ipc.open_stream(result["rows"]).read_all()
-                name = write_part(out_dir, table, keys, {WARM_KEY: result["warm"]} if result["video"] else {})
+                joined = result["video"] and len(videos[result["video"]]) > 1  # a video of one chunk has its ids already
+                name = write_part(out_dir, table, keys, {WARM_KEY: result["warm"]} if joined else {})
                 done.update(dict.fromkeys(keys, name))
                 if result["video"]:
                     stitch_if_done(out_dir, videos[result["video"]], done)
@@ -106,6 +110,8 @@ def run_batch(
                 summary["work_seconds"] += result["seconds"]
                 meter.describe(f"{summary['faces']} faces")
                 meter.advance(len(keys))
+    if compact_rows:
+        summary["parts"] = compact(out_dir, compact_rows)[1]
     return {**summary, "seconds": meter.seconds, "rate": meter.rate}
 
 
@@ -339,6 +345,34 @@ def stitch(parts: list[pa.Table]) -> pa.Table:
         column = part.schema.get_field_index("track_id")
         tables.append(part.set_column(column, "track_id", pa.array(tracks, pa.int64())).replace_schema_metadata(None))
     return pa.concat_tables(tables)
+
+
+def compact(out_dir: str | Path, rows: int = COMPACT_ROWS) -> tuple[int, int]:
+    """Merge the parts under `out_dir` into parts of about `rows` rows, each naming in its footer
+    the inputs of the parts it merges (so reruns still skip them) and the parts it replaces (so a
+    kill between writing it and deleting them loses nothing and counts nothing twice). Chunk parts
+    of videos not yet joined are left alone. Not while a job writes to `out_dir`. Returns the
+    number of parts before and after."""
+    out_dir = Path(out_dir)
+    finished(out_dir)  # ends a replacement a kill cut short
+    parts = sorted(out_dir.glob("part-*.parquet"))
+    footers = {part: pq.read_metadata(part) for part in parts}
+    merge = [part for part in parts if WARM_KEY not in footers[part].metadata]
+    groups, group, size = [], [], 0
+    for part in merge:
+        if group and size + footers[part].num_rows > rows:
+            groups.append(group)
+            group, size = [], 0
+        group, size = group + [part], size + footers[part].num_rows
+    groups.append(group)
+    for group in (g for g in groups if len(g) > 1):
+        tables = [pq.read_table(part) for part in group]
+        keys = [key for table in tables for key in json.loads(table.schema.metadata[DONE_KEY])]
+        write_part(out_dir, pa.concat_tables([t.replace_schema_metadata(None) for t in tables]), keys,
+                   {REPLACES_KEY: json.dumps([part.name for part in group])})
+        for part in group:
+            part.unlink()
+    return len(parts), len(list(out_dir.glob("part-*.parquet")))
 
 
 def check_settings(out_dir: Path, settings: dict) -> None:

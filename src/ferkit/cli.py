@@ -273,6 +273,7 @@ def batch(
     workers: Optional[int] = typer.Option(None, min=1, help="Recognizers at work at once (default: one per --threads CPUs)."),
     threads: int = typer.Option(1, min=1, help="ONNX Runtime threads of each worker."),
     chunk_seconds: float = typer.Option(60.0, min=1.0, help="Videos are cut into chunks this long, recognised in parallel."),
+    compact: Optional[int] = typer.Option(None, min=1, metavar="ROWS", help="Then merge the parts into parts of about ROWS rows (resumable still)."),
     *,
     config: RecognizerConfig,
 ) -> None:
@@ -283,13 +284,13 @@ def batch(
         except ModuleNotFoundError as e:
             raise OptionError(f"ferkit batch needs {e.name}: pip install 'ferkit[batch]'") from None
         summary = run_batch(sources, output, config, address=address, workers=workers, threads=threads, chunk_seconds=chunk_seconds,
-                            progress=err.is_terminal, warn=lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False, soft_wrap=True))
+                            compact_rows=compact, progress=err.is_terminal, warn=lambda message: err.print(f"[yellow]skipped:[/yellow] {message}", highlight=False, soft_wrap=True))
     done = summary["images"] + summary["chunks"]
     err.print(f"{plural(summary['inputs'], 'input')}: {plural(summary['images'], 'image')} and {plural(summary['chunks'], 'video chunk')} done now"
               + (f", {summary['skipped']} done before" if summary["skipped"] else "")
               + f"; {plural(summary['faces'], 'face')}, {plural(summary['errors'], 'error row')}"
               + (f" in {summary['seconds']:.1f} s, {summary['rate']:.1f} items/s" if done else ""))
-    err.print(f"results in {output}/part-*.parquet", soft_wrap=True)
+    err.print(f"results in {output}/part-*.parquet" + (f" ({plural(summary['parts'], 'part')})" if compact else ""), soft_wrap=True)
 
 
 @app.command()
