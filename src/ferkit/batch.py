@@ -21,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
+import cv2
+
 # The `batch` extra: cli imports this module only when the verb runs, so a plain install never needs them.
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -119,6 +121,7 @@ class Worker:
     """A Ray actor: one recognizer, loaded once and reused for every unit of work it is handed."""
 
     def __init__(self, config: RecognizerConfig, threads: int) -> None:
+        cv2.setNumThreads(threads)  # OpenCV's detectors too use the `threads` CPUs Ray gives the actor, not every core of its node
         self.recognizer = EmotionRecognizer(config, threads=threads)
         self.model = model_identity(self.recognizer)
         self.schema = schema(self.recognizer.labels)

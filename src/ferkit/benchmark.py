@@ -766,7 +766,7 @@ def ray_rows(address: str | None, workers: Sequence[int], images: list[Path], cl
 
 def batch_table(data: Path, video: Path, scenes: int = 200, frames: int = 600, model: Sequence[str] | None = None,
                 workers: Sequence[int] = (1, 2), nodes: int = 2) -> Table:
-    """`predict` and `video` in this process (one ONNX Runtime thread, as a worker has), then
+    """`predict` and `video` in this process (one ONNX Runtime and one OpenCV thread, as a worker has), then
     `ferkit batch` with each of `workers` on Ray started here (embedded, all cores), then with
     1..`nodes` workers on a local cluster of `nodes` one-CPU nodes (`cluster.local_cluster`):
     images/s and frames/s as a user sees them (start-up included), each job's overhead, and a
@@ -780,11 +780,15 @@ def batch_table(data: Path, video: Path, scenes: int = 200, frames: int = 600, m
     with tempfile.TemporaryDirectory() as tmp, get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
         folder = Path(tmp)
         images, clip = batch_inputs(data, video, folder, scenes, frames)
-        recognizer = EmotionRecognizer(config, threads=1)
-        image_seconds = -time.perf_counter()
-        predict(images, recognizer, folder / "predict.jsonl", warn=lambda message: None)
-        image_seconds += time.perf_counter()
-        video_seconds = process_video(clip, recognizer, results=folder / "video.jsonl", progress=False)["seconds"]
+        recognizer, cv_threads = EmotionRecognizer(config, threads=1), cv2.getNumThreads()
+        cv2.setNumThreads(1)  # and one OpenCV thread: one core, as a worker has
+        try:
+            image_seconds = -time.perf_counter()
+            predict(images, recognizer, folder / "predict.jsonl", warn=lambda message: None)
+            image_seconds += time.perf_counter()
+            video_seconds = process_video(clip, recognizer, results=folder / "video.jsonl", progress=False)["seconds"]
+        finally:
+            cv2.setNumThreads(cv_threads)
         table.add_row("predict, video (one process)", "1", f"{scenes / image_seconds:.1f}", f"{frames / video_seconds:.1f}", "-", "-",
                       f"{image_seconds * 1000 / scenes:.1f}", f"{video_seconds * 1000 / frames:.2f}", end_section=True)
         start, rows = pool.apply(ray_rows, (None, workers, images, clip, frames, folder, config))
