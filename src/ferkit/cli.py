@@ -313,6 +313,7 @@ def benchmark(
     device: str = typer.Option("auto", help="models: where to time training steps: auto (a GPU if present), cpu or cuda."),
     batch: Optional[list[int]] = typer.Option(None, "--batch", help="models: training batch size(s) to time (default 64)."),
     compile: bool = typer.Option(False, "--compile", help="models: time the training steps through torch.compile."),
+    calibration: int = typer.Option(1024, min=1, help="quantize: random Training faces the int8 copies are calibrated on."),
 ) -> None:
     """Print speed tables: model training/inference, pipeline FPS per stage, detection and framing on
     faces at known places, int8 copies, REST API under load and in a soak beside slow and malicious
@@ -333,7 +334,7 @@ def benchmark(
                 raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
             table = bench.detect_tables(data, video, scenes, frames, config.model)
         elif what == "quantize":
-            table = bench.quantize_table(config.model[0] if config.model else None, data)
+            table = bench.quantize_table(config.model[0] if config.model else None, data, calibration)
         elif what == "server":
             table = bench.server_table(clients, seconds)
         elif what == "memory":
