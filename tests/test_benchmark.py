@@ -105,7 +105,8 @@ def test_pipeline_benchmark_reports_a_broken_peer(fer_npz: Path) -> None:
 def test_quantize_benchmark_compares_int8_copies_with_the_float_model(tiny_onnx: Path, small_data: Path) -> None:
     """Each int8 setting is measured against the float model on PublicTest: the float row agrees with
     itself exactly, the int8 files are smaller, and every row has an accuracy and a latency."""
-    out = ferkit("benchmark", "quantize", "--model", tiny_onnx, "--data", small_data).stdout
+    out = ferkit("benchmark", "quantize", "--model", tiny_onnx, "--data", small_data, "--calibration", "128").stdout
+    assert "128 calibration faces" in out
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
     assert [r[0] for r in rows] == ["float32", "s8, min-max", "s8, percentile", "s8, min-max, 7-bit", "s8, percentile, 7-bit", "u8, percentile"]
     assert rows[0][1] == "100.00%" and all(float(r[3]) < float(rows[0][3]) for r in rows[1:])

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import torch
 
 from conftest import SMALL_SPLITS, ferkit
 from ferkit.data import EMOTIONS
+from ferkit.evaluate import evaluate
+from ferkit.export import export
+from ferkit.runs import TrainConfig
+from ferkit.train import train
 
 
 def test_onnx_agrees_with_torch_on_private_test(tiny_onnx: Path) -> None:
@@ -32,14 +37,19 @@ def test_card_describes_the_file(tiny_onnx: Path) -> None:
         assert out.shape == (n, 7)
 
 
+def train_tiny(data: Path, runs: Path, name: str, **options: object) -> Path:
+    """One epoch of tiny_cnn on 1,000 images, in this process (the CLI's own train and export runs
+    are the `tiny_run` and `tiny_onnx` fixtures): its best checkpoint."""
+    return train(TrainConfig(data=str(data), model="tiny_cnn", epochs=1, subset=1000, runs_dir=str(runs), name=name, **options))
+
+
 def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, small_data: Path, tmp_path: Path) -> None:
     """A run started --pretrained from another run continues it: the card gives both commands and both times
     (and the teacher it distilled from, by where a ferkit run lies)."""
-    ferkit("train", "--data", small_data, "--model", "tiny_cnn", "--epochs", "1", "--subset", "1000", "--lr", "0.01",
-           "--runs-dir", tiny_run.parent, "--name", "tiny_again", "--pretrained", tiny_run / "best.pt",
-           "--teacher", tiny_run / "best.pt", "--distill", "0.4")
+    best = str(tiny_run / "best.pt")
+    again = train_tiny(small_data, tiny_run.parent, "tiny_again", lr=0.01, pretrained=best, teachers=(best,), distill=0.4)
     out = tiny_run.parent / "tiny_again" / "again.onnx"
-    ferkit("export", tiny_run.parent / "tiny_again" / "best.pt", "--out", out)
+    export(again, out)
     training = json.loads(out.with_suffix(".json").read_text())["training"]
     first, second = training["stages"]
     assert "--pretrained" not in first["command"] and "--pretrained runs/tiny/best.pt" in second["command"]
@@ -54,10 +64,9 @@ def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, small_data: 
     shipped.parent.mkdir()
     shutil.copy(out, shipped)
     shutil.copy(out.with_suffix(".json"), shipped.with_suffix(".json"))
-    ferkit("train", "--data", small_data, "--model", "tiny_cnn", "--epochs", "1", "--subset", "1000", "--lr", "0.01",
-           "--runs-dir", tiny_run.parent, "--name", "tiny_third", "--pretrained", shipped)
+    third = train_tiny(small_data, tiny_run.parent, "tiny_third", lr=0.01, pretrained=str(shipped))
     third_out = tiny_run.parent / "tiny_third" / "third.onnx"
-    ferkit("export", tiny_run.parent / "tiny_third" / "best.pt", "--out", third_out)
+    export(third, third_out)
     stages = json.loads(third_out.with_suffix(".json").read_text())["training"]["stages"]
     assert [s["command"] for s in stages[:2]] == [first["command"], second["command"]]
     assert f"--pretrained {shipped}" in stages[2]["command"]
@@ -66,25 +75,19 @@ def test_card_lists_every_run_behind_a_warm_restart(tiny_run: Path, small_data: 
 
 def test_ferplus_model_is_scored_on_ferplus_labels(tiny_run: Path, small_data: Path, small_ferplus: Path, tmp_path: Path) -> None:
     """A model taught FER+ labels is scored on them: with the file its run read, or one given where that is gone."""
-    import torch
-
-    ferkit("train", "--data", small_data, "--model", "tiny_cnn", "--epochs", "1", "--subset", "1000", "--ferplus", small_ferplus,
-           "--soft-labels", "--runs-dir", tiny_run.parent, "--name", "tiny_plus")
-    checkpoint = tiny_run.parent / "tiny_plus" / "best.pt"
+    checkpoint = train_tiny(small_data, tiny_run.parent, "tiny_plus", ferplus=str(small_ferplus), soft_labels=True)
     out = tmp_path / "plus.onnx"
-    ferkit("export", checkpoint, "--out", out, "--data", small_data)
-    card = json.loads(out.with_suffix(".json").read_text())
-    ferkit("evaluate", "--model", out, "--data", small_data, "--ferplus", small_ferplus, "--json", tmp_path / "r.json")
-    report = json.loads((tmp_path / "r.json").read_text())
+    card = export(checkpoint, out, data=small_data)
+    report = evaluate(small_data, [out], ferplus=small_ferplus)
     assert card["metrics"]["labels"] == "FER+ majority" and "--soft-labels" in card["training_command"]
     assert card["onnx_check"]["images"] == report["images"] < SMALL_SPLITS["PrivateTest"] and card["onnx_check"]["top1_agreement"] == 1.0
     assert card["metrics"]["PrivateTest_accuracy"] == round(report["accuracy"], 4)
 
-    # The run's FER+ file has moved: a clear error, and --ferplus names it.
+    # The run's FER+ file has moved: a clear one-line error, and --ferplus names it.
     state = torch.load(checkpoint, weights_only=True)
     state["config"]["ferplus"] = str(tmp_path / "gone" / "fer2013new.csv")
     torch.save(state, tmp_path / "moved.pt")
     result = ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", small_data, check=False)
     assert result.returncode == 2 and "--ferplus" in result.stderr and "Traceback" not in result.stderr
-    ferkit("export", tmp_path / "moved.pt", "--out", tmp_path / "moved.onnx", "--data", small_data, "--ferplus", small_ferplus)
-    assert json.loads((tmp_path / "moved.json").read_text())["metrics"]["PrivateTest_accuracy"] == card["metrics"]["PrivateTest_accuracy"]
+    moved = export(tmp_path / "moved.pt", tmp_path / "moved.onnx", data=small_data, ferplus=small_ferplus)
+    assert moved["metrics"]["PrivateTest_accuracy"] == card["metrics"]["PrivateTest_accuracy"]

@@ -316,6 +316,7 @@ def benchmark(
     compile: bool = typer.Option(False, "--compile", help="models: time the training steps through torch.compile."),
     workers: Optional[list[int]] = typer.Option(None, "--workers", help="batch: worker counts to time on Ray on this machine (default 1 and 2)."),
     nodes: int = typer.Option(2, min=0, help="batch: one-CPU nodes of the local cluster whose scaling is timed (0: none)."),
+    calibration: int = typer.Option(1024, min=1, help="quantize: random Training faces the int8 copies are calibrated on."),
 ) -> None:
     """Print speed tables: model training/inference, pipeline FPS per stage, detection and framing on
     faces at known places, int8 copies, REST API under load and in a soak beside slow and malicious
@@ -336,7 +337,7 @@ def benchmark(
                 raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
             table = bench.detect_tables(data, video, scenes, frames, config.model)
         elif what == "quantize":
-            table = bench.quantize_table(config.model[0] if config.model else None, data)
+            table = bench.quantize_table(config.model[0] if config.model else None, data, calibration)
         elif what == "server":
             table = bench.server_table(clients, seconds)
         elif what == "memory":
