@@ -188,23 +188,6 @@ def test_compacted_parts_hold_the_same_rows_and_still_resume(batch_run: tuple[Pa
     assert (summary["skipped"], summary["images"], summary["chunks"]) == (UNITS, 0, 0)
 
 
-def test_a_stopped_job_resumes_to_the_same_rows(batch_run: tuple[Path, dict], cluster: str, inputs: Path, tmp_path: Path) -> None:
-    """Parts never written (the units in flight when a job was stopped) are redone, and only they:
-    here every fourth part and two.mp4's (so its chunks run and are stitched again)."""
-    out = tmp_path / "out"
-    shutil.copytree(batch_run[0], out)
-    everything = sorted(out.glob("part-*.parquet"))
-    lost = [part for i, (part, keys) in enumerate(zip(everything, footers(out))) if i % 4 == 0 or "two.mp4#" in keys[0]]
-    keys = [key for part in lost for key in json.loads(pq.read_schema(part).metadata[DONE_KEY])]
-    for part in lost:
-        part.unlink()
-    (out / ".part-0.parquet.tmp").write_bytes(b"half a part")
-    summary = run_batch([inputs], out, CONFIG, address=cluster, workers=2, chunk_seconds=CHUNK_SECONDS)
-    redone = summary["images"] + summary["chunks"] + (str(inputs / "broken.mp4") in keys)  # that one is tried again before Ray starts
-    assert summary["chunks"] >= 2 and redone == len(keys) and summary["skipped"] == UNITS - len(keys)
-    assert rows(out) == rows(batch_run[0]) and not list(out.glob(".part-*"))
-
-
 def test_other_options_are_refused_where_results_were_made_with_others(batch_run: tuple[Path, dict], inputs: Path) -> None:
     with pytest.raises(OptionError, match=r"\(min_face\)"):
         run_batch([inputs], batch_run[0], RecognizerConfig(min_face=60), chunk_seconds=CHUNK_SECONDS)
@@ -212,31 +195,39 @@ def test_other_options_are_refused_where_results_were_made_with_others(batch_run
         run_batch([inputs], batch_run[0], CONFIG, chunk_seconds=2.0)
 
 
-def test_cli_killed_midway_and_rerun_from_a_list_file(batch_run: tuple[Path, dict], cluster: str, inputs: Path, tmp_path: Path) -> None:
-    """`ferkit batch --address` on a CSV of paths (relative to it; one missing) is killed (SIGKILL:
-    no chance to tidy up) after its first parts and run again (from here, which is connected
-    already: a second command would only add Python's and Ray's start-up): the rows are those of
-    the run above, each once, with the missing file as an error row."""
-    listed = sorted(inputs.rglob("scene*.png"))[:60] + [inputs / "two.mp4"]
-    listing = tmp_path / "list.csv"
-    listing.write_text("path,note\n" + "".join(f"{os.path.relpath(p, tmp_path)},x\n" for p in listed) + "missing.png,x\n")
+def test_a_job_killed_midway_resumes_to_the_same_rows(batch_run: tuple[Path, dict], cluster: str, inputs: Path, tmp_path: Path) -> None:
+    """Parts never written are redone, and only they: a copy of the results above loses every
+    fourth part and two.mp4's (so its chunks run and are joined again); `ferkit batch --address`
+    on a CSV naming the inputs' folder and a missing file (relative to it) is killed (SIGKILL: no
+    chance to tidy up) once it has written a part, and run again from here (connected already: a
+    second command would only add Python's and Ray's start-up). The rows are those of the run
+    above, each once, with the missing file as an error row."""
     out = tmp_path / "out"
-    args = ["batch", listing, "--out", out, "--address", cluster, "--workers", "2", "--chunk-seconds", str(CHUNK_SECONDS)]
+    shutil.copytree(batch_run[0], out)
+    broken = [str(inputs / "broken.mp4")]  # its part is written again before Ray starts: kept, so the first new part is Ray's
+    lost = [part for i, (part, keys) in enumerate(zip(sorted(out.glob("part-*.parquet")), footers(out)))
+            if (i % 4 == 0 and keys != broken) or "two.mp4#" in keys[0]]
+    keys = {key for part in lost for key in json.loads(pq.read_schema(part).metadata[DONE_KEY])} | {str(tmp_path / "missing.png")}
+    for part in lost:
+        part.unlink()
+    (out / ".part-0.parquet.tmp").write_bytes(b"half a part")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"path,note\n{os.path.relpath(inputs, tmp_path)},x\nmissing.png,x\n")
+    kept = {key for keys in footers(out) for key in keys}
+    args = ["batch", listing, "--out", out, "--address", cluster, "--workers", "1", "--chunk-seconds", str(CHUNK_SECONDS)]
     job = subprocess.Popen([sys.executable, "-m", "ferkit.cli", *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while job.poll() is None and len(list(out.glob("part-*"))) < 2 and time.monotonic() < deadline:
+    while job.poll() is None and {key for keys in footers(out) for key in keys} <= kept and time.monotonic() < deadline:
         time.sleep(0.02)
     job.send_signal(signal.SIGKILL)
     job.wait(timeout=30)
-    first = {key for keys in footers(out) for key in keys}
-    assert 0 < len(first) < 63 and job.returncode == -signal.SIGKILL  # killed part-way (61 images and 2 chunks in all)
-    summary = run_batch([listing], out, CONFIG, address=cluster, workers=2, chunk_seconds=CHUNK_SECONDS, compact_rows=10_000)
-    chunks = sum(f"{inputs / 'two.mp4'}#{s}" not in first for s in (0, 30))
-    assert (summary["inputs"], summary["images"], summary["chunks"], summary["skipped"]) == (62, 63 - len(first) - chunks, chunks, len(first))
-    assert summary["parts"] == len(list(out.glob("part-*.parquet"))) == 1  # compacted: every row in one part
-    expected = [r for r in rows(batch_run[0]) if r["source"] in set(map(str, listed))]
+    first = {key for keys in footers(out) for key in keys} - kept
+    assert 0 < len(first) < len(keys) and job.returncode == -signal.SIGKILL  # killed part-way
+    summary = run_batch([listing], out, CONFIG, address=cluster, workers=2, chunk_seconds=CHUNK_SECONDS, compact_rows=100_000)
+    assert summary["chunks"] == sum(f"{inputs / 'two.mp4'}#{s}" not in first for s in (0, 30))
+    assert summary["images"] + summary["chunks"] == len(keys - first)
+    assert summary["skipped"] == UNITS + 1 - len(keys - first) and summary["parts"] == len(list(out.glob("part-*.parquet"))) == 1
     got = rows(out)
-    error = [r for r in got if r["error"] is not None]
-    assert [r["source"] for r in error] == [str(tmp_path / "missing.png")] and "missing.png" in error[0]["error"]
-    assert [r for r in got if r["error"] is None] == expected and not list(out.glob(".part-*"))
-    assert sorted(key for keys in footers(out) for key in keys) == sorted({key for keys in footers(out) for key in keys})  # each once
+    error = [r for r in got if r["source"] == str(tmp_path / "missing.png")]
+    assert len(error) == 1 and "missing.png" in error[0]["error"] and not list(out.glob(".part-*"))
+    assert [r for r in got if r is not error[0]] == rows(batch_run[0])  # every row once, track ids joined again
