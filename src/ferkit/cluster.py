@@ -43,8 +43,10 @@ def local_cluster(nodes: int = 2, cpus: int = 1, timeout: float = 60.0) -> Itera
     """Start a head and `nodes - 1` worker nodes here, each with `cpus` CPUs and a resource
     `node<i>` (so work can be pinned to a node); yields the head's address for `--address`."""
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    # Loopback only, for this machine's tests: no token (the worker's `ray start` would not pick the
-    # head's up), no usage report, and no 30 s drain when stopped.
+    # No token: the worker's `ray start` does not pick the head's up, nor does a process that imported
+    # Ray before the cluster started (the tests) join with one. Ray's nodes listen on every address
+    # (whatever --node-ip-address says), so keep this to machines whose network is trusted: a test
+    # or benchmark of a minute. Also no usage report, and no 30 s drain when stopped.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     started: list[subprocess.Popen] = []
     port = free_ports(1)[0]
