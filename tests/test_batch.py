@@ -18,12 +18,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
 
 from conftest import write_clip
-from ferkit.batch import DONE_KEY, REPLACES_KEY, compact, run_batch
+from ferkit.batch import DONE_KEY, REPLACES_KEY, WARM_KEY, compact, run_batch, schema, stitch
 from ferkit.cluster import local_cluster
 from ferkit.data import EMOTIONS, FERData
 from ferkit.errors import OptionError
@@ -186,6 +187,24 @@ def test_compacted_parts_hold_the_same_rows_and_still_resume(batch_run: tuple[Pa
     assert rows(out) == rows(batch_run[0]) and sorted(k for keys in footers(out) for k in keys) == sorted(k for keys in footers(batch_run[0]) for k in keys)
     summary = run_batch([inputs], out, CONFIG, workers=2, chunk_seconds=CHUNK_SECONDS)
     assert (summary["skipped"], summary["images"], summary["chunks"]) == (UNITS, 0, 0)
+
+
+def test_stitch_continues_tracks_by_their_warm_up_boxes() -> None:
+    """Chunk 2's tracker numbers its faces afresh: its track 1 is chunk 1's track 2 (the same boxes
+    in the warm-up frames), its track 2 was seen only in the warm-up and its track 3 not even
+    there, so both are new, numbered in order of first appearance; a row without a track (a
+    chunk's error) keeps none."""
+    a, b, c, d = (0, 0, 50, 50), (100, 0, 50, 50), (200, 0, 50, 50), (300, 0, 50, 50)
+
+    def part(chunk: int, faces: list[tuple[int, tuple, int]], warm: list[list[int]]) -> pa.Table:
+        rows = [{"source": "v.mp4", "frame": f, "chunk": chunk, "track_id": t, **dict(zip("xywh", box))} for f, box, t in faces]
+        return pa.Table.from_pylist(rows, schema(EMOTIONS)).replace_schema_metadata({WARM_KEY: json.dumps(warm)})
+
+    first = part(0, [(0, a, 1), (0, b, 2), (1, a, 1), (1, b, 2), (2, b, 2)], [])
+    second = part(3, [(3, b, 1), (3, c, 2), (3, d, 3)], [[1, *b, 1], [2, *b, 1], [2, *c, 2]])
+    error = pa.Table.from_pylist([{"source": "v.mp4", "chunk": 6, "error": "broke off"}], schema(EMOTIONS))
+    joined = stitch([first, second, error.replace_schema_metadata({WARM_KEY: "[]"})])
+    assert joined.column("track_id").to_pylist() == [1, 2, 1, 2, 2, 2, 3, 4, None] and joined.schema.metadata is None
 
 
 def test_other_options_are_refused_where_results_were_made_with_others(batch_run: tuple[Path, dict], inputs: Path) -> None:
