@@ -23,6 +23,7 @@ class HaarDetector:
     own crops were made with, so its boxes frame faces the way the model saw them in training."""
 
     takes_gray = True  # it works on grey images: callers holding one pass it instead of the colour frame
+    finds_landmarks = False
 
     def __init__(
         self, min_size: int = 40, min_score: float = 0.0, scale_factor: float = 1.1, min_neighbors: int = 5, max_side: int = 640
@@ -60,6 +61,7 @@ class CenterFaceDetector:
     face centre, the shape of FER2013's crops."""
 
     takes_gray = False
+    finds_landmarks = True
 
     def __init__(self, min_size: int = 40, min_score: float = 0.5, max_side: int = 320) -> None:
         import onnx  # protobuf and all: only when this detector is chosen
@@ -85,7 +87,7 @@ class CenterFaceDetector:
         s = min(1.0, self.max_side / max(h, w))
         nh, nw = max(32, int(np.ceil(h * s / 32)) * 32), max(32, int(np.ceil(w * s / 32)) * 32)
         blob = cv2.dnn.blobFromImage(bgr, 1.0, (nw, nh), (0, 0, 0), swapRB=True)
-        heat, scale, offset, _ = self.session.run(None, {"input.1": blob})
+        heat, scale, offset, points = self.session.run(None, {"input.1": blob})
         ys, xs = np.nonzero(heat[0, 0] > self.min_score)
         if len(ys) == 0:
             return []
@@ -95,10 +97,13 @@ class CenterFaceDetector:
         cx = (xs + offset[0, 1, ys, xs] + 0.5) * 4 * w / nw
         side = np.maximum(size_x, size_y)
         boxes = np.stack([cx - side / 2, cy - side / 2, side, side], 1)
+        # Landmarks (N x 5 each): channels (y, x) per point, as shares of the (unsquared) box from its top-left corner.
+        lx = points[0, 1::2, ys, xs] * size_x[:, None] + (cx - size_x / 2)[:, None]
+        ly = points[0, 0::2, ys, xs] * size_y[:, None] + (cy - size_y / 2)[:, None]
         scores = heat[0, 0, ys, xs]
         keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.min_score, 0.3)
         found = [
-            Detection(tuple(int(round(v)) for v in boxes[i]), float(scores[i]))
+            Detection(tuple(int(round(v)) for v in boxes[i]), float(scores[i]), tuple(zip(lx[i].tolist(), ly[i].tolist())))
             for i in np.ravel(keep)
             if side[i] >= self.min_size
         ]
