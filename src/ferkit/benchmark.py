@@ -37,7 +37,7 @@ from .classify import ASSETS, FER_LANDMARKS, EmotionClassifier, align_face, crop
 from .data import IMAGE_SIZE, load, normalize
 from .detect import DETECTORS, CenterFaceDetector, to_gray
 from .errors import FerkitError
-from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, recognize_source
+from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, RecognizerConfig, recognize_source
 from .results import Detection
 from .runs import TrainConfig
 from .scenes import Box, Scene, random_scenes
@@ -235,12 +235,12 @@ def pipeline_table(video: Path, frames: int = 300, model: Sequence[str] | None =
                     table.add_row(name, label, str(every), f"{r['faces']:.2f}",
                                   *(f"{r[k]:.2f}" for k in ("decode", "detect", "follow", "classify", "track", "draw")), f"{r['fps']:.1f}")
         if peer:
-            ratios = []
+            ratios, default = [], RecognizerConfig().detector
             for label, path in videos.items():
                 r = run_peer(peer, path)
                 table.add_row(f"fer {r['version']} (peer)", label, "1", f"{r['faces']:.2f}", *["-"] * 6, f"{r['fps']:.1f}")
-                ratios.append(f"{label}: ferkit haar {fps['haar', label, 10] / r['fps']:.1f}x fer's FPS "
-                              f"({fps['haar', label, 1] / r['fps']:.1f}x searching every frame like fer)")
+                ratios.append(f"{label}: ferkit {default} {fps[default, label, 10] / r['fps']:.1f}x fer's FPS "
+                              f"({fps[default, label, 1] / r['fps']:.1f}x searching every frame like fer)")
             table.caption = "; ".join(ratios)
     return table
 
@@ -405,7 +405,7 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                               "found and given the FER2013 label, and the classifier's accuracy on the originals.")
     for column in ("detector", "images", "faces", "recall %", *bins, "false alarms /image", "detect ms /image",
                    "scene acc. %", "where found %", "labels: scene %", "labels: originals %"):
-        detection.add_column(column, justify="right", no_wrap=column == "detector")
+        detection.add_column(column, justify="right", no_wrap=column in ("detector", "images"))
     framing = Table(title="Framing: faces found whose crop agrees with the classifier on the original face (%)")
     for column in ("detector", "crop scale", *(f"{o:+.2f} down" for o in OFFSETS)):
         framing.add_column(column, justify="right", no_wrap=column == "detector")
