@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from ferkit.classify import align_face
+from ferkit.classify import align_face, crop_face
 from ferkit.data import FERData
+from ferkit.detect import to_gray
 from ferkit.recognize import EmotionRecognizer, RecognizerConfig, recognize_source
 from ferkit.scenes import compose_scene
 from ferkit.sources import Images, Video
@@ -58,6 +60,14 @@ def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer,
             agree += face.label == recognizer.labels[probs[k + match[0]].argmax()]
     assert found >= 0.9 * 200 and false_alarms <= 8
     assert agree >= 0.8 * found
+
+
+def test_crops_are_aligned_by_landmarks_unless_told_not_to(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
+    gray = to_gray(astronaut_bgr)
+    (face,) = recognizer.detect(astronaut_bgr, gray)
+    assert np.array_equal(recognizer.crop(gray, face), align_face(gray, face.landmarks))
+    assert np.array_equal(recognizer.crop(gray, replace(face, landmarks=None)), crop_face(gray, face.box))  # a detector without landmarks
+    assert np.array_equal(EmotionRecognizer(align=False, margin=0.1).crop(gray, face), crop_face(gray, face.box, 0.1))
 
 
 def test_no_face_no_result(recognizer: EmotionRecognizer) -> None:
