@@ -5,10 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import ferkit
-from ferkit.benchmark import SCALES, match
+from ferkit.benchmark import SCALES, fer_landmarks, match, symmetric
+from ferkit.classify import FER_LANDMARKS
+from ferkit.data import FERData
+from ferkit.detect import CenterFaceDetector
 from ferkit.results import Detection
 
 
@@ -30,12 +34,13 @@ def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> 
                  "--video", fer_npz.parent / "face_talking_854x480.mp4").stdout
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
     detection, framing = [r for r in rows if len(r) == 13], [r for r in rows if len(r) == 7]
-    assert [(r[0], r[1]) for r in detection] == [(d, images) for d in ("centerface", "haar") for images in ("3 scenes", "2 frames", "1 photo")]
+    variants = ("centerface", "centerface --no-align", "haar")  # --no-align for the detector with landmarks
+    assert [(r[0], r[1]) for r in detection] == [(d, images) for d in variants for images in ("3 scenes", "2 frames", "1 photo")]
     for r in detection:
         assert 0 <= float(r[3]) <= 100 and float(r[7]) >= 0 and float(r[8]) > 0, r  # recall, false alarms, ms
     assert all(0 <= float(c) <= 100 for r in detection[::3] for c in r[9:])  # the scene-accuracy columns
-    assert [(r[0], r[1]) for r in framing] == [(d, f"{s:.1f}") for d in ("centerface", "haar") for s in SCALES]
-    assert sum(c.endswith("*") for r in framing for c in r[2:]) == 2  # one best cell a detector
+    assert [(r[0], r[1]) for r in framing] == [(d, f"{s:.1f}") for d in variants for s in SCALES]
+    assert sum(c.endswith("*") for r in framing for c in r[2:]) == 3  # one best cell a variant
     assert all(0 <= float(c.rstrip("*")) <= 100 for r in framing for c in r[2:])
 
 
@@ -49,6 +54,15 @@ def test_batch_benchmark_table(fer_npz: Path) -> None:
     assert all(len(r) == 8 and float(r[2]) > 0 and float(r[3]) > 0 and float(r[6]) > 0 and float(r[7]) > 0 for r in rows), rows
     assert float(rows[1][4]) > 0 and float(rows[1][5]) > 0  # a Ray job's overhead: its actors' start, at least
     assert "embedded Ray" in " ".join(out.split())
+
+
+def test_fer_landmarks_are_where_the_template_says(fer: FERData) -> None:
+    """CenterFace's landmarks on a few Training faces lie near `classify.FER_LANDMARKS`, which
+    `ferkit benchmark landmarks` made from 2,000 of them: the template and its estimate agree."""
+    points = fer_landmarks(fer.split("Training").pixels[:20], CenterFaceDetector(min_size=10, max_side=288))
+    assert len(points) >= 16
+    assert np.abs(np.median(points, 0) - FER_LANDMARKS).max() < 1.5
+    assert np.allclose(symmetric(symmetric(points[0])), symmetric(points[0])) and symmetric(FER_LANDMARKS) == pytest.approx(FER_LANDMARKS)
 
 
 def test_match_pairs_each_detection_with_one_face_best_overlap_first() -> None:

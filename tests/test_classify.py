@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from ferkit.classify import ASSETS, DEFAULT_MODEL, SHIPPED_MODELS, EmotionClassifier, crop_face
+from ferkit.classify import ASSETS, DEFAULT_MODEL, FER_LANDMARKS, SHIPPED_MODELS, EmotionClassifier, align_face, crop_face, similarity
 from ferkit.data import FERData
+from ferkit.detect import create_detector, to_gray
 from ferkit.errors import ModelError
 from ferkit.recognize import EmotionRecognizer
 
@@ -19,6 +21,34 @@ def test_crop_face_pads_outside_the_image() -> None:
     assert edge.shape == (48, 48) and np.array_equal(edge[0, :20], np.repeat(gray[80, 0], 20))
     assert np.array_equal(crop_face(gray, (10, 10, 48, 48), shift=0.25), gray[22:70, 10:58])  # moved down by 12 px
     assert np.array_equal(crop_face(gray, (14, 14, 40, 40), margin=0.1, shift=-0.1), gray[6:54, 10:58])  # 4 px each side, then up 4
+
+
+def test_similarity_undoes_a_turn_a_scale_and_a_shift() -> None:
+    a = np.deg2rad(20)
+    moved = FER_LANDMARKS @ (2.5 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])).T + (100, 40)
+    m = similarity(moved, FER_LANDMARKS)
+    assert np.allclose(np.c_[moved, np.ones(5)] @ m.T, FER_LANDMARKS, atol=1e-9)
+
+
+def test_alignment_turns_a_tilted_face_upright(astronaut_bgr: np.ndarray) -> None:
+    """The astronaut turned by 20 degrees and aligned by CenterFace's landmarks gives nearly the
+    crop of the upright photo (and the same answer); the box crop of the turned face does not."""
+    detector, classifier = create_detector("centerface"), EmotionClassifier()
+
+    def crops(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (face,) = detector(image)
+        return align_face(to_gray(image), face.landmarks), crop_face(to_gray(image), face.box)
+
+    turn = cv2.getRotationMatrix2D((226, 118), 20, 1)  # about her face
+    (upright, box), (aligned, turned_box) = crops(astronaut_bgr), crops(cv2.warpAffine(astronaut_bgr, turn, (512, 512)))
+    inner = np.s_[6:42, 6:42]  # the face, not the corners the turn brings in
+    assert np.abs(aligned.astype(float) - upright)[inner].mean() < 0.5 * np.abs(turned_box.astype(float) - box)[inner].mean()
+    labels = classifier.predict_proba(np.stack([upright, aligned])).argmax(1)
+    assert labels[0] == labels[1] == classifier.labels.index("happy")
+    (face,) = detector(astronaut_bgr)
+    big = cv2.resize(astronaut_bgr[:, :, 1], None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)  # a face of 450 px: shrunk before the warp
+    points = [((x + 0.5) * 4 - 0.5, (y + 0.5) * 4 - 0.5) for x, y in face.landmarks]
+    assert np.abs(align_face(big, points).astype(float) - align_face(astronaut_bgr[:, :, 1], face.landmarks)).mean() < 4
 
 
 def test_classifier_tta_and_ensemble(fer: FERData) -> None:

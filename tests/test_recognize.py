@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from ferkit.classify import crop_face
+from ferkit.classify import align_face, crop_face
 from ferkit.data import FERData
+from ferkit.detect import to_gray
 from ferkit.recognize import EmotionRecognizer, RecognizerConfig, recognize_source
 from ferkit.scenes import compose_scene
 from ferkit.sources import Images, Video
@@ -33,19 +35,21 @@ def test_astronaut_smiles(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarr
 
 def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer, fer: FERData) -> None:
     """Pipeline = detector + crop + classifier: in composed scenes of known faces, each face found
-    gets its box, exactly the classifier's answer on its crop, and mostly the classifier's answer
-    on the original 48x48 face (the detector's box is not the original crop: 103 of 118 agree
-    with the shipped model, measured).
+    gets its box, exactly the classifier's answer on its crop aligned by its landmarks, and mostly
+    the classifier's answer on the original 48x48 face (the aligned crop is not the original: 172
+    of 192 agree with the shipped model, measured; 173 cropping the box).
 
-    FER2013's faces are tight crops, hard for a Haar cascade: we measured it finding 58% of these 200."""
+    FER2013's faces are tight crops without a head around them, hard for a detector: CenterFace
+    found 192 of these 200 (4 more detections framed part of a face), the Haar cascade 118."""
     test = fer.split("PrivateTest")
     probs = recognizer.classifier.predict_proba(test.pixels[:200])
     found = agree = false_alarms = 0
     for k in range(0, 200, 4):
         scene, boxes = compose_scene(test.pixels[k : k + 4])
-        faces = recognizer.predict(scene)
+        faces, detections = recognizer.predict(scene), recognizer.detector(scene)
+        assert [f.box for f in faces] == [d.box for d in detections]
         if faces:
-            crops = np.stack([crop_face(scene[:, :, 0], face.box) for face in faces])
+            crops = np.stack([align_face(scene[:, :, 0], d.landmarks) for d in detections])  # the default detector gives landmarks
             assert [f.label for f in faces] == [recognizer.labels[i] for i in recognizer.classifier.predict_proba(crops).argmax(1)]
         for face in faces:
             match = [i for i, box in enumerate(boxes) if iou(face.box, box) > 0.4]
@@ -54,8 +58,16 @@ def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer,
                 continue
             found += 1
             agree += face.label == recognizer.labels[probs[k + match[0]].argmax()]
-    assert found >= 0.5 * 200 and false_alarms <= 5
+    assert found >= 0.9 * 200 and false_alarms <= 8
     assert agree >= 0.8 * found
+
+
+def test_crops_are_aligned_by_landmarks_unless_told_not_to(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
+    gray = to_gray(astronaut_bgr)
+    (face,) = recognizer.detect(astronaut_bgr, gray)
+    assert np.array_equal(recognizer.crop(gray, face), align_face(gray, face.landmarks))
+    assert np.array_equal(recognizer.crop(gray, replace(face, landmarks=None)), crop_face(gray, face.box))  # a detector without landmarks
+    assert np.array_equal(EmotionRecognizer(align=False, margin=0.1).crop(gray, face), crop_face(gray, face.box, 0.1))
 
 
 def test_no_face_no_result(recognizer: EmotionRecognizer) -> None:
@@ -65,7 +77,7 @@ def test_no_face_no_result(recognizer: EmotionRecognizer) -> None:
 def test_stream_searches_every_kth_frame_and_follows_between(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
     frames = [np.ascontiguousarray(astronaut_bgr[0:400, 60 + 6 * i : 460 + 6 * i]) for i in range(10)]  # panning camera
     searches = []
-    stream = EmotionRecognizer(detector="haar").stream(detect_every=5)
+    stream = EmotionRecognizer().stream(detect_every=5)
     search = stream.recognizer.detector
     stream.recognizer.detector = lambda frame: searches.append(1) or search(frame)
     for frame in frames:

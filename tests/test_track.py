@@ -84,3 +84,15 @@ def test_follower_drops_faces_that_are_gone(astronaut_bgr: np.ndarray) -> None:
     assert follower(covered) == []
     follower.reset(gray, [Detection((-60, -60, 100, 100), 1.0)])  # mostly outside the frame
     assert follower(gray) == []
+
+
+def test_follower_moves_landmarks_with_the_box(astronaut_bgr: np.ndarray) -> None:
+    """Followed faces keep their landmarks, shifted as their box is, so their crops stay aligned between searches."""
+    first, later = panning(astronaut_bgr, frames=4)[::3]
+    (face,) = create_detector("centerface")(first)
+    follower = Follower()
+    follower.reset(cv2.cvtColor(first, cv2.COLOR_BGR2GRAY), [face])
+    (moved,) = follower(cv2.cvtColor(later, cv2.COLOR_BGR2GRAY))
+    dx, dy = moved.box[0] - face.box[0], moved.box[1] - face.box[1]
+    assert abs(dx + 18) <= 2 and abs(dy) <= 2  # the photo moved 18 px left
+    assert np.allclose(np.array(moved.landmarks) - face.landmarks, (dx, dy))

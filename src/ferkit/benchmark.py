@@ -1,9 +1,10 @@
 """Benchmarks that print tables: model speed (training and inference), the whole pipeline's frame
-rate on 640x480 video, detection and framing on faces at known places, the REST API under
-concurrent load and in a soak beside slow and malicious clients, int8 copies of a model, and the
-peak memory of each verb, and `ferkit batch` on Ray against one process. Run them with `ferkit benchmark
-models|pipeline|detect|quantize|server|soak|memory|batch` or the scripts in benchmarks/; every speed,
-memory, detection and batch figure in the README comes from here.
+rate on 640x480 video, detection and framing on faces at known places, where FER2013's faces have
+their landmarks, the REST API under concurrent load and in a soak beside slow and malicious
+clients, int8 copies of a model, the peak memory of each verb, and `ferkit batch` on Ray against
+one process. Run them with `ferkit benchmark models|pipeline|detect|landmarks|quantize|server|soak|memory|batch`
+or the scripts in benchmarks/; every speed, memory, detection and batch figure in the README, and
+the landmark template, come from here.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from rich.console import Group
 from rich.table import Table
 
 from .annotate import draw, draw_fps
-from .classify import ASSETS, EmotionClassifier, crop_face, model_path
+from .classify import ASSETS, FER_LANDMARKS, EmotionClassifier, align_face, crop_face, model_path
 from .cluster import local_cluster
-from .data import load, normalize
-from .detect import DETECTORS, to_gray
+from .data import IMAGE_SIZE, load, normalize
+from .detect import DETECTORS, CenterFaceDetector, to_gray
 from .errors import FerkitError
 from .predict import predict
 from .recognize import STREAM_DETECT_SIZE, EmotionRecognizer, RecognizerConfig, recognize_source
@@ -239,12 +240,12 @@ def pipeline_table(video: Path, frames: int = 300, model: Sequence[str] | None =
                     table.add_row(name, label, str(every), f"{r['faces']:.2f}",
                                   *(f"{r[k]:.2f}" for k in ("decode", "detect", "follow", "classify", "track", "draw")), f"{r['fps']:.1f}")
         if peer:
-            ratios = []
+            ratios, default = [], RecognizerConfig().detector
             for label, path in videos.items():
                 r = run_peer(peer, path)
                 table.add_row(f"fer {r['version']} (peer)", label, "1", f"{r['faces']:.2f}", *["-"] * 6, f"{r['fps']:.1f}")
-                ratios.append(f"{label}: ferkit haar {fps['haar', label, 10] / r['fps']:.1f}x fer's FPS "
-                              f"({fps['haar', label, 1] / r['fps']:.1f}x searching every frame like fer)")
+                ratios.append(f"{label}: ferkit {default} {fps[default, label, 10] / r['fps']:.1f}x fer's FPS "
+                              f"({fps[default, label, 1] / r['fps']:.1f}x searching every frame like fer)")
             table.caption = "; ".join(ratios)
     return table
 
@@ -299,9 +300,12 @@ def match(boxes: Sequence[Box], found: Sequence[Detection]) -> dict[int, int]:
     return hits
 
 
-def framings(gray: np.ndarray, box: Box) -> np.ndarray:
-    """The 48x48 crops of one detected box at every scale and offset of the framing grid, scale by scale."""
-    return np.stack([crop_face(gray, box, (s - 1) / 2, o) for s in SCALES for o in OFFSETS])
+def framings(gray: np.ndarray, detection: Detection, align: bool) -> np.ndarray:
+    """The 48x48 crops of one detection at every scale and offset of the framing grid, scale by
+    scale: of its box, or (`align`) aligned by its landmarks with the template moved up by the offset."""
+    if align and detection.landmarks:
+        return np.stack([align_face(gray, detection.landmarks, (s - 1) / 2, FER_LANDMARKS - (0, o * IMAGE_SIZE)) for s in SCALES for o in OFFSETS])
+    return np.stack([crop_face(gray, detection.box, (s - 1) / 2, o) for s in SCALES for o in OFFSETS])
 
 
 @dataclass
@@ -340,7 +344,7 @@ def run_scenes(recognizer: EmotionRecognizer, scenes: Iterable[Scene]) -> SceneR
             r.labels.append(recognizer.labels.index(faces[hits[i]].label) if i in hits else -1)
             if i in hits:
                 r.pairs.append((box, faces[hits[i]].box))
-                r.framed.append(np.concatenate([framings(gray, faces[hits[i]].box), crop_face(gray, box)[None]]))
+                r.framed.append(np.concatenate([framings(gray, detections[hits[i]], recognizer.config.align), crop_face(gray, box)[None]]))
     return r
 
 
@@ -406,13 +410,16 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                               "found and given the FER2013 label, and the classifier's accuracy on the originals.")
     for column in ("detector", "images", "faces", "recall %", *bins, "false alarms /image", "detect ms /image",
                    "scene acc. %", "where found %", "labels: scene %", "labels: originals %"):
-        detection.add_column(column, justify="right")
+        detection.add_column(column, justify="right", no_wrap=column in ("detector", "images"))
     framing = Table(title="Framing: faces found whose crop agrees with the classifier on the original face (%)")
     for column in ("detector", "crop scale", *(f"{o:+.2f} down" for o in OFFSETS)):
-        framing.add_column(column, justify="right")
+        framing.add_column(column, justify="right", no_wrap=column == "detector")
     captions = []
-    for name in sorted(DETECTORS):
-        recognizer = EmotionRecognizer(model=model, detector=name)
+    # Each detector as the pipeline runs it and, for those that find landmarks, with --no-align too.
+    variants = [(name, align) for name in sorted(DETECTORS) for align in ((True, False) if DETECTORS[name].finds_landmarks else (True,))]
+    for detector, align in variants:
+        recognizer = EmotionRecognizer(model=model, detector=detector, align=align)
+        name = detector + ("" if align or not DETECTORS[detector].finds_landmarks else " --no-align")
         r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds))
         faces, labels, found, sides = np.array(r.faces, int), np.array(r.labels), r.found, np.array(r.sides)
         reference = recognizer.classifier.predict_proba(test.pixels[faces]).argmax(1)
@@ -441,8 +448,55 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                             f"{np.median(known[:, 2] / box[:, 3]):.2f}, known centre below the box's by "
                             f"{np.median((known[:, 1] + known[:, 3] / 2 - box[:, 1] - box[:, 3] / 2) / box[:, 3]):+.3f} of its height")
     framing.caption = ("Crops of the detected box, scaled (margin m per side is scale 1 + 2m) and moved down by a share of its "
-                       "height; * the best cell; the default crop is scale 1.0, +0.00 (margin 0). " + "; ".join(captions))
+                       "height, or, aligned by the landmarks, the view of the FER2013 template widened and moved the same "
+                       "shares of the crop; * the best cell; the default crop is scale 1.0, +0.00 (margin 0). " + "; ".join(captions))
     return Group(detection, framing)
+
+
+# --- landmarks: where FER2013's faces have their eyes, nose and mouth --------------------------------
+
+TEMPLATE_FACES = 2000  # Training faces (drawn with seed 0) whose landmarks make `classify.FER_LANDMARKS`
+LANDMARK_NAMES = ("eye (image left)", "eye (image right)", "nose", "mouth (image left)", "mouth (image right)")
+
+
+def fer_landmarks(faces: np.ndarray, detector: CenterFaceDetector, upscale: int = 3) -> np.ndarray:
+    """CenterFace's landmarks on 48x48 faces, in the pixels of the 48x48 face (N x 5 x 2; faces
+    where it finds none are left out): each face enlarged `upscale` times (cubic) onto a border of
+    its mean grey as wide as the face, since CenterFace learned faces with a head around them."""
+    points = []
+    side = IMAGE_SIZE * upscale
+    for face in faces:
+        big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+        big = cv2.copyMakeBorder(big, side // 2, side // 2, side // 2, side // 2, cv2.BORDER_CONSTANT, value=int(face.mean()))
+        found = [d for d in detector(big) if d.landmarks and iou(d.box, (side // 2, side // 2, side, side)) > 0.3]
+        if found:
+            best = max(found, key=lambda d: d.score)
+            points.append((np.array(best.landmarks) - side // 2 + 0.5) / upscale - 0.5)  # resize's pixel centres
+    return np.array(points).reshape(-1, 5, 2)
+
+
+def symmetric(points: np.ndarray) -> np.ndarray:
+    """Five landmarks averaged with their mirror image (x -> 47 - x, image left and right swapped)."""
+    mirror = points[[1, 0, 2, 4, 3]] * (-1, 1) + (IMAGE_SIZE - 1, 0)
+    return (points + mirror) / 2
+
+
+def landmarks_table(data: Path, count: int = TEMPLATE_FACES) -> Table:
+    """The FER2013 landmark template: CenterFace's landmarks on `count` Training faces, their median
+    and spread, the symmetric template `classify.FER_LANDMARKS` holds, and what it is now."""
+    faces = load(data).split("Training").pixels
+    chosen = faces[np.sort(np.random.default_rng(0).choice(len(faces), count, replace=False))]
+    points = fer_landmarks(chosen, CenterFaceDetector(min_size=10, max_side=2 * IMAGE_SIZE * 3))
+    median = np.median(points, 0)
+    spread = np.median(np.abs(points - median), 0)
+    template = symmetric(median)
+    table = Table(title=f"FER2013 landmarks: CenterFace on {len(points)} of {count} Training faces (x, y in the 48x48 face's pixels)",
+                  caption="FER_LANDMARKS = np.array(" + repr(np.round(template, 2).tolist()) + ")")
+    for column in ("landmark", "median", "median abs. deviation", "template (symmetric)", "in classify.py"):
+        table.add_column(column, justify="right")
+    for name, m, d, t, now in zip(LANDMARK_NAMES, median, spread, template, FER_LANDMARKS):
+        table.add_row(name, *(f"{a:.2f}, {b:.2f}" for a, b in (m, d, t, now)))
+    return table
 
 
 # --- server: concurrent clients on loopback -------------------------------------------------------

@@ -22,6 +22,11 @@ SHIPPED_MODELS = {"fer2013": DEFAULT_MODEL, "ferplus": ASSETS / "ferkit-ferplus.
 # Faces (or test-time views) per ONNX Runtime run: its memory grows with the batch (1,024 faces x 10
 # views in one run took 11 GB), its speed stops growing long before; larger inputs run in slices.
 MAX_BATCH = 256
+# Where FER2013's faces have their eyes, nose and mouth corners (image-left first), in the pixels of
+# the 48x48 crop: CenterFace's landmarks on 2,000 Training faces (enlarged 3x, on a border of their
+# mean grey), the median of each, made mirror-symmetric (training flips faces). Reproduce with
+# `ferkit benchmark landmarks`.
+FER_LANDMARKS = np.array([[14.5, 19.2], [32.5, 19.2], [23.5, 28.74], [16.29, 36.07], [30.71, 36.07]])
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -101,3 +106,41 @@ def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 
         gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     face = gray[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
     return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 rotation + uniform scale + translation that maps the points `source` (N x 2) nearest
+    to `target` in least squares (Umeyama's closed form, without reflection)."""
+    ms, mt = source.mean(0), target.mean(0)
+    s, t = source - ms, target - mt
+    a = (s * t).sum()  # sum of dot products
+    b = (s[:, 0] * t[:, 1] - s[:, 1] * t[:, 0]).sum()  # sum of cross products
+    c, d = np.array([a, b]) / (s**2).sum()  # scale * cos, scale * sin
+    rotation = np.array([[c, -d], [d, c]])
+    return np.hstack([rotation, (mt - rotation @ ms)[:, None]])
+
+
+def align_face(gray: np.ndarray, landmarks: Sequence[tuple[float, float]], margin: float = 0.0,
+               template: np.ndarray = FER_LANDMARKS) -> np.ndarray:
+    """The 48x48 face whose eyes, nose and mouth corners fall where FER2013's do (`template`),
+    turned upright and scaled by the one similarity that maps `landmarks` there; `margin` widens
+    the view by that share of the crop per side, as in `crop_face`. A face much larger than 48 px
+    is first shrunk by area averaging, as `crop_face` shrinks it, so the warp does not alias."""
+    centre = (IMAGE_SIZE - 1) / 2
+    m = similarity(np.asarray(landmarks, np.float64), (template - centre) / (1 + 2 * margin) + centre)
+    scale = float(np.hypot(m[0, 0], m[1, 0]))  # crop pixels per image pixel
+    if scale < 0.5:
+        corners = cv2.invertAffineTransform(m) @ np.array([[0, 0, 1], [IMAGE_SIZE, 0, 1], [0, IMAGE_SIZE, 1], [IMAGE_SIZE, IMAGE_SIZE, 1]], float).T
+        x0, y0 = np.floor(corners.min(1)).astype(int)
+        x1, y1 = np.ceil(corners.max(1)).astype(int)
+        H, W = gray.shape
+        pad = max(0, -x0, -y0, x1 - W, y1 - H)
+        if pad:
+            gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        region = gray[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
+        size = (max(1, round(region.shape[1] * 2 * scale)), max(1, round(region.shape[0] * 2 * scale)))
+        gray = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        fx, fy = size[0] / region.shape[1], size[1] / region.shape[0]
+        # a pixel u of the shrunk region is image pixel (u + 0.5) / f - 0.5 + x0
+        m = m @ np.array([[1 / fx, 0, x0 + 0.5 / fx - 0.5], [0, 1 / fy, y0 + 0.5 / fy - 0.5], [0, 0, 1]])
+    return cv2.warpAffine(gray, m, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

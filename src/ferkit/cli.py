@@ -296,14 +296,14 @@ def batch(
 @app.command()
 @config_options(RecognizerConfig, names=("model",))
 def benchmark(
-    what: str = typer.Argument(..., help="models, pipeline, detect, quantize, server, soak, memory or batch."),
+    what: str = typer.Argument(..., help="models, pipeline, detect, landmarks, quantize, server, soak, memory or batch."),
     models: Optional[list[str]] = typer.Option(None, "--models", help="models: which registered models (default: all)."),
     video: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "face_talking_854x480.mp4",
                                show_default=False, help="pipeline, memory, detect: the video the 640x480 test clips or frames come from (default: face_talking_854x480.mp4 in $FERKIT_DATA)."),
     frames: int = typer.Option(300, help="pipeline, memory, batch: frames per test clip; detect: video frames (at most the video's)."),
     scenes: int = typer.Option(200, help="detect, batch: composed 640x480 scenes of PrivateTest faces."),
     data: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "fer2013.npz",
-                              show_default=False, help="memory: the data `evaluate` scores (PrivateTest); detect, batch: PrivateTest's faces; quantize: calibration on Training, agreement on PublicTest (default: fer2013.npz in $FERKIT_DATA)."),
+                              show_default=False, help="memory: the data `evaluate` scores (PrivateTest); detect, batch: PrivateTest's faces; landmarks: Training's; quantize: calibration on Training, agreement on PublicTest (default: fer2013.npz in $FERKIT_DATA)."),
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     *,
     config: RecognizerConfig,
@@ -319,8 +319,8 @@ def benchmark(
     calibration: int = typer.Option(1024, min=1, help="quantize: random Training faces the int8 copies are calibrated on."),
 ) -> None:
     """Print speed tables: model training/inference, pipeline FPS per stage, detection and framing on
-    faces at known places, int8 copies, REST API under load and in a soak beside slow and malicious
-    clients; peak memory per verb; `ferkit batch` on Ray against one process."""
+    faces at known places, the FER2013 landmark template, int8 copies, REST API under load and in a
+    soak beside slow and malicious clients; peak memory per verb; `ferkit batch` on Ray against one process."""
     from . import benchmark as bench  # torch (models) and httpx (server): only when benchmarking
 
     with clean_errors():
@@ -336,6 +336,10 @@ def benchmark(
             if not video.is_file():
                 raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
             table = bench.detect_tables(data, video, scenes, frames, config.model)
+        elif what == "landmarks":
+            if not data.is_file():
+                raise DataError(f"{data}: no such file; pass --data or set FERKIT_DATA")
+            table = bench.landmarks_table(data)
         elif what == "quantize":
             table = bench.quantize_table(config.model[0] if config.model else None, data, calibration)
         elif what == "server":
@@ -355,7 +359,7 @@ def benchmark(
                 raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
             table = bench.batch_table(data, video, scenes, frames, config.model, workers=workers or [1, 2], nodes=nodes)
         else:
-            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, detect, quantize, server, soak, memory or batch")
+            raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, detect, landmarks, quantize, server, soak, memory or batch")
     Console(width=160).print(table)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from .classify import EmotionClassifier, crop_face
+from .classify import EmotionClassifier, align_face, crop_face
 from .detect import create_detector, to_gray
 from .errors import OptionError
 from .results import Detection, Face
@@ -35,10 +35,11 @@ class RecognizerConfig:
     metadata is its command-line help; `detect_size` and `detect_every` are for video and camera frames."""
 
     model: str | Path | Sequence[str | Path] | None = field(default=None, metadata={"type": Optional[list[Path]], "help": "ONNX model(s), or a shipped one by name: fer2013 (the default) or ferplus; several = averaged ensemble."})
-    detector: str = field(default="haar", metadata={"help": "Face detector: haar (fastest) or centerface (finds more faces)."})
-    min_face: int = field(default=40, metadata={"help": "Smallest face to detect, pixels."})
+    detector: str = field(default="centerface", metadata={"help": "Face detector: centerface (finds the most faces, with landmarks to align them) or haar (fastest)."})
+    min_face: int | None = field(default=None, metadata={"help": "Smallest face to detect, pixels (default: the detector's own: 24 for centerface, 40 for haar)."})
     min_score: float | None = field(default=None, metadata={"help": "Lowest detector score to keep (default: the detector's own)."})
     margin: float = field(default=0.0, metadata={"help": "Grow each face box by this fraction per side before cropping."})
+    align: bool = field(default=True, metadata={"help": "Turn and scale each face so its eyes, nose and mouth sit where FER2013's do (detectors that find landmarks: centerface); --no-align crops the box."})
     tta: bool = field(default=False, metadata={"help": "Test-time augmentation (mirror and shifted crops): slower, a little more accurate."})
     detect_size: int | None = field(default=None, metadata={"help": "Search for faces in frames shrunk to at most this many pixels wide or high (speed)."})
     detect_every: int = field(default=DETECT_EVERY, metadata={"min": 1, "help": "Search the whole frame for faces every Nth frame; known faces are followed between (1: search every frame)."})
@@ -58,8 +59,8 @@ class EmotionRecognizer:
     def __init__(self, config: RecognizerConfig | None = None, *, threads: int | None = None, **options: Any) -> None:
         self.config = c = replace(config or RecognizerConfig(), **options)
         self.classifier = EmotionClassifier(c.model, threads=threads)
-        detector_options = {k: v for k, v in (("min_score", c.min_score), ("max_side", c.detect_size)) if v is not None}
-        self.detector = create_detector(c.detector, min_size=c.min_face, **detector_options)
+        detector_options = {k: v for k, v in (("min_size", c.min_face), ("min_score", c.min_score), ("max_side", c.detect_size)) if v is not None}
+        self.detector = create_detector(c.detector, **detector_options)
         self.lock = threading.RLock()
 
     @property
@@ -81,12 +82,18 @@ class EmotionRecognizer:
         """Crop and classify detected faces, all in one batch."""
         if not detections:
             return []
-        crops = np.stack([crop_face(gray, d.box, self.config.margin) for d in detections])
+        crops = np.stack([self.crop(gray, d) for d in detections])
         probs = self.classifier.predict_proba(crops, tta=self.config.tta)
         return [
             Face(d.box, d.score, self.labels[int(p.argmax())], float(p.max()), dict(zip(self.labels, map(float, p))))
             for d, p in zip(detections, probs)
         ]
+
+    def crop(self, gray: np.ndarray, detection: Detection) -> np.ndarray:
+        """A detection's 48x48 face: aligned by its landmarks where it has them (and `align` is on), else its box."""
+        if self.config.align and detection.landmarks:
+            return align_face(gray, detection.landmarks, self.config.margin)
+        return crop_face(gray, detection.box, self.config.margin)
 
     def stream(self, detect_every: int | None = None, smoothing: float = 0.6) -> StreamRecognizer:
         """A recogniser for consecutive video frames: tracking, smoothing, optional sparse detection

@@ -14,10 +14,13 @@ from typing import IO, Sequence
 
 @dataclass(frozen=True)
 class Detection:
-    """A face a detector found: where, and how sure it was."""
+    """A face a detector found: where, how sure it was and, where the detector gives them, five
+    landmarks (x, y in image pixels): the eyes, the nose and the mouth's corners, image-left first,
+    by which the crop is aligned (`classify.align_face`)."""
 
     box: tuple[int, int, int, int]  # x, y, width, height in image pixels
     score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass

@@ -112,7 +112,9 @@ class Follower:
             _, score, _, (px, py) = cv2.minMaxLoc(cv2.matchTemplate(region, patch, cv2.TM_CCOEFF_NORMED))
             if score < self.min_score:
                 continue
-            moved = Detection((int(round(x0 + px / s)), int(round(y0 + py / s)), w, h), d.score)
+            nx, ny = int(round(x0 + px / s)), int(round(y0 + py / s))
+            points = d.landmarks and tuple((a + nx - x, b + ny - y) for a, b in d.landmarks)  # they move with the box
+            moved = Detection((nx, ny, w, h), d.score, points)
             self.faces[i] = (moved, patch, s)
             found.append(moved)
         return found
