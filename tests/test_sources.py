@@ -25,6 +25,21 @@ def test_read_image_accepts_every_form(astronaut_bgr: np.ndarray, tmp_path: Path
     assert np.array_equal(read_image(gray / 255.0), gray)
 
 
+def test_a_phone_photo_turned_by_its_exif_is_read_upright_as_file_and_as_pil_image(astronaut_bgr: np.ndarray, tmp_path: Path) -> None:
+    """A camera stores a portrait photo sideways with an EXIF orientation: the file and the PIL image
+    of it both come out upright, where the face is found."""
+    from ferkit import EmotionRecognizer
+
+    sideways = Image.fromarray(cv2.cvtColor(cv2.rotate(astronaut_bgr, cv2.ROTATE_90_COUNTERCLOCKWISE), cv2.COLOR_BGR2RGB))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    sideways.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    with Image.open(tmp_path / "phone.jpg") as pil:
+        for image in (read_image(tmp_path / "phone.jpg"), read_image(pil)):
+            assert image.shape == astronaut_bgr.shape and np.abs(image.astype(int) - astronaut_bgr).mean() < 4
+    assert len(EmotionRecognizer().predict(tmp_path / "phone.jpg")) == 1
+
+
 def test_read_image_rejects_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("not an image")

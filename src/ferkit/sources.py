@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Iterator, Sequence, Unio
 import cv2
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 
 from .errors import ImageError, ImageTooLarge, ImageTooSmall, SourceError, VideoError
 
@@ -68,9 +69,9 @@ def read_image(source: str | Path | np.ndarray | Image, color: str = "bgr") -> n
         except OSError as e:
             raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
         return decode_image(raw, str(path))
-    if not isinstance(source, np.ndarray):  # a PIL image
+    if not isinstance(source, np.ndarray):  # a PIL image, turned upright by its EXIF orientation as files are (OpenCV does that)
         try:
-            source, color = np.asarray(source.convert("RGB")), "rgb"
+            source, color = np.asarray(PIL.ImageOps.exif_transpose(source).convert("RGB")), "rgb"
         except AttributeError:
             raise ImageError(f"cannot read an image from a {type(source).__name__}") from None
     image = source
