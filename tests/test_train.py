@@ -17,9 +17,10 @@ from conftest import ferkit
 from ferkit.checkpoints import predict_logits, to_input
 from ferkit.classify import SHIPPED_MODELS, EmotionClassifier
 from ferkit.data import FERData, load, load_ferplus, with_votes
+from ferkit.errors import RunError
 from ferkit.models import create_model
 from ferkit.runs import TrainConfig, train_command
-from ferkit.train import augment, class_weights, learning_rate, recalibrate_bn, refit_batchnorm, teacher_targets
+from ferkit.train import augment, class_weights, learning_rate, recalibrate_bn, refit_batchnorm, teacher_targets, train
 
 
 def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:
@@ -166,17 +167,18 @@ def test_time_budget_schedule_follows_the_clock() -> None:
     assert learning_rate(cfg, 5000, 10, 50.0) == learning_rate(cfg, 0, 10, 50.0)
 
 
-def test_time_budget_run_stops_decayed_and_resume_keeps_the_clock(small_data: Path, tmp_path: Path) -> None:
+def test_time_budget_run_stops_decayed_and_resume_keeps_the_clock(fer_npz: Path, tmp_path: Path) -> None:
     """A run given 4 seconds stops when they are spent, mid-epoch, with the learning rate decayed to
     (nearly) zero; its checkpoint keeps the seconds spent, so a resume does not start the clock again."""
-    args = ("--data", small_data, "--model", "tiny_cnn", "--time-budget", "4", "--runs-dir", tmp_path, "--name", "tb")
-    ferkit("train", *args)
+    # 4,000 faces: an epoch outlasts the budget, so the run stops inside one, as long runs do.
+    cfg = TrainConfig(data=str(fer_npz), model="tiny_cnn", subset=4000, time_budget=4.0, runs_dir=str(tmp_path), name="tb")
+    train(cfg)
     log = (tmp_path / "tb" / "log.csv").read_text().splitlines()
     last_lr = float(log[-1].split(",")[1])
     assert len(log) >= 2 and last_lr < 0.05 * 0.05  # 5% of the peak at most: the cosine ran to its end
     state = torch.load(tmp_path / "tb" / "last.pt", weights_only=True)
     assert 4.0 <= state["elapsed"] < 60
-    ferkit("train", *args, "--resume")  # the budget is spent: nothing more to do
+    train(cfg, resume=True)  # the budget is spent: nothing more to do
     assert (tmp_path / "tb" / "log.csv").read_text().splitlines() == log
     assert "--time-budget 4.0" in train_command(json.loads((tmp_path / "tb" / "config.json").read_text()))
 
@@ -216,18 +218,17 @@ def test_sigkill_then_resume_continues_exactly(small_data: Path, tmp_path: Path)
 def test_existing_run_needs_resume_or_new_name(tiny_run: Path, small_data: Path) -> None:
     result = ferkit("train", "--data", small_data, "--runs-dir", tiny_run.parent, "--name", "tiny", check=False)
     assert result.returncode == 2 and "pass --resume" in result.stderr
-    result = ferkit("train", "--data", small_data, "--runs-dir", tiny_run.parent, "--name", "fresh", "--resume", check=False)
-    assert result.returncode == 2 and "nothing to resume" in result.stderr
+    with pytest.raises(RunError, match="nothing to resume"):
+        train(TrainConfig(data=str(small_data), runs_dir=str(tiny_run.parent), name="fresh"), resume=True)
 
 
 def test_training_options_ferplus_soft_balance_mixup_adamw_ema_teacher_and_target_stop(
-    small_data: Path, small_ferplus: Path, tiny_run: Path, tmp_path: Path
+    small_data: Path, small_ferplus: Path, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    result = ferkit("train", "--data", small_data, "--ferplus", small_ferplus, "--soft-labels", "--balance", "--mixup", "0.2",
-                    "--teacher", tiny_run / "best.pt", "--distill", "0.3",
-                    "--optimizer", "adamw", "--lr", "0.003", "--model", "tiny_cnn", "--epochs", "3", "--subset", "600",
-                    "--ema", "0.9", "--target-acc", "0.0", "--runs-dir", tmp_path, "--name", "plus")
-    assert "reached target PublicTest accuracy 0.0: stopping" in result.stderr
+    train(TrainConfig(data=str(small_data), ferplus=str(small_ferplus), soft_labels=True, balance=True, mixup=0.2,
+                      teachers=(str(tiny_run / "best.pt"),), distill=0.3, optimizer="adamw", lr=0.003, model="tiny_cnn",
+                      epochs=3, subset=600, ema=0.9, target_acc=0.0, runs_dir=str(tmp_path), name="plus"))
+    assert "reached target PublicTest accuracy 0.0: stopping" in capsys.readouterr().err
     assert len((tmp_path / "plus" / "log.csv").read_text().splitlines()) == 2  # stopped after epoch 1 of 3
     config = json.loads((tmp_path / "plus" / "config.json").read_text())
     assert config["ferplus"] and config["soft_labels"] and config["balance"] and config["optimizer"] == "adamw"
@@ -240,9 +241,8 @@ def test_training_options_ferplus_soft_balance_mixup_adamw_ema_teacher_and_targe
     assert not all(torch.equal(best[k], last["model"][k]) for k in weights)
 
 
-def test_patience_stops_a_run_that_no_longer_improves(small_data: Path, tmp_path: Path) -> None:
+def test_patience_stops_a_run_that_no_longer_improves(small_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # With a learning rate of 0 nothing changes, so epoch 2 cannot beat epoch 1.
-    result = ferkit("train", "--data", small_data, "--model", "tiny_cnn", "--epochs", "5", "--subset", "600", "--lr", "0",
-                    "--patience", "1", "--runs-dir", tmp_path, "--name", "flat")
-    assert "no PublicTest improvement for 1 epochs: stopping" in result.stderr
+    train(TrainConfig(data=str(small_data), model="tiny_cnn", epochs=5, subset=600, lr=0.0, patience=1, runs_dir=str(tmp_path), name="flat"))
+    assert "no PublicTest improvement for 1 epochs: stopping" in capsys.readouterr().err
     assert len((tmp_path / "flat" / "log.csv").read_text().splitlines()) == 3
