@@ -327,40 +327,38 @@ def benchmark(
         if what == "models":
             table = bench.models_table(models, bf16=bf16, device=device, batches=batch or [64], compile=compile)
         elif what == "pipeline":
-            if not video.is_file():
-                raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
-            table = bench.pipeline_table(video, frames, config.model, peer=peer)
+            table = bench.pipeline_table(need_video(video), frames, config.model, peer=peer)
         elif what == "detect":
-            if not data.is_file():
-                raise DataError(f"{data}: no such file; pass --data or set FERKIT_DATA")
-            if not video.is_file():
-                raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
-            table = bench.detect_tables(data, video, scenes, frames, config.model)
+            table = bench.detect_tables(need_data(data), need_video(video), scenes, frames, config.model)
         elif what == "landmarks":
-            if not data.is_file():
-                raise DataError(f"{data}: no such file; pass --data or set FERKIT_DATA")
-            table = bench.landmarks_table(data)
+            table = bench.landmarks_table(need_data(data))
         elif what == "quantize":
             table = bench.quantize_table(config.model[0] if config.model else None, data, calibration)
         elif what == "server":
             table = bench.server_table(clients, seconds)
         elif what == "memory":
-            if not data.is_file():
-                raise DataError(f"{data}: no such file; pass --data or set FERKIT_DATA")
-            if not video.is_file():
-                raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
-            table = bench.memory_table(data, video, frames)
+            table = bench.memory_table(need_data(data), need_video(video), frames)
         elif what == "soak":
             table = bench.soak_table(clients, seconds, upload_timeout=upload_timeout)
         elif what == "batch":
-            if not data.is_file():
-                raise DataError(f"{data}: no such file; pass --data or set FERKIT_DATA")
-            if not video.is_file():
-                raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
-            table = bench.batch_table(data, video, scenes, frames, config.model, workers=workers or [1, 2], nodes=nodes)
+            table = bench.batch_table(need_data(data), need_video(video), scenes, frames, config.model, workers=workers or [1, 2], nodes=nodes)
         else:
             raise OptionError(f"unknown benchmark {what!r}; choose models, pipeline, detect, landmarks, quantize, server, soak, memory or batch")
     Console(width=160).print(table)
+
+
+def need_data(data: Path) -> Path:
+    """The data a benchmark reads, or a one-line error naming the option that gives it."""
+    if not data.is_file():
+        raise DataError(f"{data}: no such file; pass --data or set FERKIT_DATA")
+    return data
+
+
+def need_video(video: Path) -> Path:
+    """The video a benchmark reads, or a one-line error naming the option that gives it."""
+    if not video.is_file():
+        raise VideoError(f"{video}: no such video; pass --video or set FERKIT_DATA")
+    return video
 
 
 def plural(n: int, noun: str) -> str:
