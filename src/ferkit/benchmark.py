@@ -806,11 +806,10 @@ def ray_rows(address: str | None, workers: Sequence[int], images: list[Path], cl
     Run in a process of its own: Ray Data keeps state from one Ray to the next in a process."""
     import ray  # the `batch` extra, as above
 
+    from .batch import connect
+
     started = time.perf_counter()
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    connect(address, None)  # as `ferkit batch` starts or joins Ray
     start = time.perf_counter() - started
     try:
         return start, [batch_jobs(images, clip, frames, folder, config, n) for n in workers]
