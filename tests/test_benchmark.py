@@ -70,6 +70,9 @@ def test_match_pairs_each_detection_with_one_face_best_overlap_first() -> None:
     found = [Detection((12, 0, 100, 100), 1.0), Detection((0, 0, 100, 100), 1.0), Detection((500, 0, 60, 60), 1.0)]
     assert match(faces, found) == {1: 0, 0: 1}  # the third face missed, the third detection a false alarm
     assert match(faces[:1], found[:1]) == {0: 0} and match(faces[2:], [Detection((300, 300, 100, 100), 1.0)]) == {}  # IoU 0.25
+    # A box of a face that fills only the middle of its FER2013 square (IoU 0.25) finds it; a box of an eye does not.
+    assert match([(0, 0, 100, 100)], [Detection((25, 25, 50, 50), 1.0)]) == {0: 0}
+    assert match([(0, 0, 100, 100)], [Detection((20, 30, 30, 30), 1.0)]) == {}
 
 
 def test_server_benchmark_has_no_errors() -> None:
