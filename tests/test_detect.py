@@ -4,9 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ferkit.benchmark import PHOTOS, photos, run_scenes
+from ferkit import detect
+from ferkit.benchmark import PHOTOS, match, photos, run_scenes
+from ferkit.classify import FER_LANDMARKS
 from ferkit.data import FERData
-from ferkit.detect import DETECTORS, create_detector
+from ferkit.detect import DETECTORS, MAX_SHAPE_ERROR, create_detector, shape_error
 from ferkit.errors import OptionError
 from ferkit.recognize import EmotionRecognizer
 from ferkit.scenes import compose_scene, random_scenes
@@ -80,14 +82,14 @@ def test_detector_on_lfw_faces_and_non_faces(name: str, floor: float) -> None:
 
 # The first 40 scenes of `ferkit benchmark detect` (seed 0): 30-300 px faces, turned, cut by the
 # edge, on flat, noisy, gradient and photo backgrounds, darker and brighter (98 faces). Measured:
-# haar found 38, 84% of them labelled as their original, 7 false alarms; centerface (aligned) 82,
-# 83%, 1 (a face framed in part).
-SCENE_FLOORS = {"haar": (0.33, 0.75, 0.3), "centerface": (0.75, 0.75, 0.1)}  # recall, agreement where found, false alarms per scene
+# haar found 39, 82% of them labelled as their original, 6 false alarms; centerface (aligned) 89,
+# 82%, none (83 without the faces it is unsure of but whose landmarks have a face's shape).
+SCENE_FLOORS = {"haar": (0.33, 0.75, 0.3), "centerface": (0.85, 0.75, 0.05)}  # recall, agreement where found, false alarms per scene
 
 
 @pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_recall_and_framing_on_composed_scenes(name: str, fer: FERData) -> None:
-    """Faces at known places are found (IoU >= 0.4 with their square) and, once found, labelled as
+    """Faces at known places are found (`benchmark.finds`) and, once found, labelled as
     the classifier labels the original 48x48 face: a broken detector, box mapping, landmark or
     alignment (centerface's crops are aligned by default) fails it."""
     test = fer.split("PrivateTest")
@@ -97,3 +99,33 @@ def test_recall_and_framing_on_composed_scenes(name: str, fer: FERData) -> None:
     agree = (np.array(r.labels) == reference)[r.found].mean()
     recall, most_agree, most_false = SCENE_FLOORS[name]
     assert r.found.mean() >= recall and agree >= most_agree and r.false_alarms <= most_false * r.images, (r.found.mean(), agree, r.false_alarms)
+
+
+def test_shape_error_measures_a_face_shape_whatever_its_turn_and_size(astronaut_bgr: np.ndarray) -> None:
+    a = np.radians(25)
+    moved = FER_LANDMARKS @ (3 * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])).T + (200, 90)
+    upside_down = FER_LANDMARKS[[3, 4, 2, 0, 1]]  # mouth where the eyes are
+    errors = shape_error(np.stack([FER_LANDMARKS, moved, upside_down]))
+    assert errors[:2] == pytest.approx([0, 0], abs=1e-9) and errors[2] > 5
+    (face,) = create_detector("centerface")(astronaut_bgr)
+    assert shape_error(np.array([face.landmarks]))[0] < MAX_SHAPE_ERROR
+
+
+def test_unsure_detections_are_kept_by_their_shape(fer: FERData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CenterFace's low-scoring detections whose landmarks have a face's shape find more of the
+    composed faces (measured on these 40 scenes: 89 of 98 against 83) without a false alarm."""
+    test = fer.split("PrivateTest")
+
+    def found() -> tuple[int, int]:
+        detector = create_detector("centerface")
+        hits = alarms = 0
+        for scene in random_scenes(test.pixels, 40, seed=0, photos=photos(*PHOTOS)):
+            detections = detector(scene.image)
+            n = len(match(scene.boxes, detections))
+            hits, alarms = hits + n, alarms + len(detections) - n
+        return hits, alarms
+
+    with_shape = found()
+    monkeypatch.setattr(detect, "UNSURE_SHARE", 1.0)  # only detections scoring the threshold
+    without = found()
+    assert with_shape[0] >= without[0] + 3 and with_shape[1] <= without[1], (with_shape, without)

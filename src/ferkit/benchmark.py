@@ -400,19 +400,19 @@ def percent(part: float, whole: float) -> str:
 
 
 def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300, model: Sequence[str] | None = None,
-                  seed: int = 0) -> Group:
-    """Every detector through `predict`'s steps on `scenes` composed 640x480 scenes of PrivateTest
+                  seed: int = 0, split: str = "PrivateTest") -> Group:
+    """Every detector through `predict`'s steps on `scenes` composed 640x480 scenes of `split`'s
     faces (`scenes.random_scene`: 30-300 px, turned, cut by the edge, on flat, noisy, gradient and
     photo backgrounds, darker and brighter), on `frames` frames of the talking-face video and on the
     astronaut photo. The first table: recall, false alarms, detector ms per image, and scene
     accuracy: faces found and given the classifier's answer on the original 48x48 face (and the
     FER2013 label, beside the classifier's own accuracy on those originals). The second: how often
     crops of the detected box at other scales and offsets agree with the original face."""
-    test = load(data).split("PrivateTest")
+    test = load(data).split(split)
     backgrounds, astronaut = photos(*PHOTOS), *photos("astronaut")
     clip = video_frames(video, frames)
     bins = [f"{a}-{b - 1} px %" for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
-    detection = Table(title=f"Detection: composed 640x480 scenes of PrivateTest faces (seed {seed}), frames of the talking-face "
+    detection = Table(title=f"Detection: composed 640x480 scenes of {split} faces (seed {seed}), frames of the talking-face "
                             f"video, the astronaut photo; {os.cpu_count()} CPU cores",
                       caption=f"A composed face is found by a detection whose box has IoU >= {HIT_IOU} with its known square, or lies "
                               f"{INSIDE:.0%} inside it and is {INSIDE_SIDE:.0%} of its side or more; in the "

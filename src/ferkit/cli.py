@@ -302,6 +302,8 @@ def benchmark(
                                show_default=False, help="pipeline, memory, detect: the video the 640x480 test clips or frames come from (default: face_talking_854x480.mp4 in $FERKIT_DATA)."),
     frames: int = typer.Option(300, help="pipeline, memory, batch: frames per test clip; detect: video frames (at most the video's)."),
     scenes: int = typer.Option(200, help="detect, batch: composed 640x480 scenes of PrivateTest faces."),
+    split: str = typer.Option("PrivateTest", help="detect: whose faces make the scenes (choose settings on PublicTest, report PrivateTest)."),
+    seed: int = typer.Option(0, help="detect: which scenes are drawn."),
     data: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "fer2013.npz",
                               show_default=False, help="memory: the data `evaluate` scores (PrivateTest); detect, batch: PrivateTest's faces; landmarks: Training's; quantize: calibration on Training, agreement on PublicTest (default: fer2013.npz in $FERKIT_DATA)."),
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
@@ -329,7 +331,7 @@ def benchmark(
         elif what == "pipeline":
             table = bench.pipeline_table(need_video(video), frames, config.model, peer=peer)
         elif what == "detect":
-            table = bench.detect_tables(need_data(data), need_video(video), scenes, frames, config.model)
+            table = bench.detect_tables(need_data(data), need_video(video), scenes, frames, config.model, seed, split)
         elif what == "landmarks":
             table = bench.landmarks_table(need_data(data))
         elif what == "quantize":
