@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ferkit import classify
 from ferkit.classify import ASSETS, DEFAULT_MODEL, FER_LANDMARKS, SHIPPED_MODELS, EmotionClassifier, align_face, crop_face, similarity
 from ferkit.data import FERData
 from ferkit.detect import create_detector, to_gray
@@ -49,6 +50,24 @@ def test_alignment_turns_a_tilted_face_upright(astronaut_bgr: np.ndarray) -> Non
     big = cv2.resize(astronaut_bgr[:, :, 1], None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)  # a face of 450 px: shrunk before the warp
     points = [((x + 0.5) * 4 - 0.5, (y + 0.5) * 4 - 0.5) for x, y in face.landmarks]
     assert np.abs(align_face(big, points).astype(float) - align_face(astronaut_bgr[:, :, 1], face.landmarks)).mean() < 4
+
+
+def test_small_faces_are_enlarged_with_their_detail(fer: FERData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 PrivateTest faces shrunk to 32 px, as a camera shrinks a distant face: cropped back to
+    48 px (ENLARGE, Lanczos), the classifier gives the answer it gives on the originals more often
+    than on area-resized crops (measured: 86.0% against 81.7%, 80.3% bilinear)."""
+    faces = fer.split("PrivateTest").pixels[:300]
+    classifier = EmotionClassifier()
+    reference = classifier.predict_proba(faces).argmax(1)
+    small = [cv2.resize(face, (32, 32), interpolation=cv2.INTER_AREA) for face in faces]
+
+    def agreement() -> float:
+        crops = np.stack([crop_face(face, (0, 0, 32, 32)) for face in small])
+        return float((classifier.predict_proba(crops).argmax(1) == reference).mean())
+
+    lanczos = agreement()
+    monkeypatch.setattr(classify, "ENLARGE", cv2.INTER_AREA)
+    assert lanczos >= agreement() + 0.03 and lanczos >= 0.8
 
 
 def test_classifier_tta_and_ensemble(fer: FERData) -> None:

