@@ -33,7 +33,7 @@ def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> 
     out = ferkit("benchmark", "detect", "--scenes", "3", "--frames", "2", "--data", fer_npz,
                  "--video", fer_npz.parent / "face_talking_854x480.mp4").stdout
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
-    detection, framing = [r for r in rows if len(r) == 13], [r for r in rows if len(r) == 7]
+    detection, framing = [r for r in rows if len(r) == 14], [r for r in rows if len(r) == 7]
     variants = ("centerface", "centerface --no-align", "haar")  # --no-align for the detector with landmarks
     assert [(r[0], r[1]) for r in detection] == [(d, images) for d in variants for images in ("3 scenes", "2 frames", "1 photo")]
     for r in detection:
