@@ -17,8 +17,8 @@ from .results import Detection
 # still puts its five landmarks where a face's are; a detection scoring down to this share of the
 # threshold is kept when they fit FER2013's face shape within MAX_SHAPE_ERROR pixels of a 48-pixel
 # face. Chosen on scenes of PublicTest faces (`ferkit benchmark detect --split PublicTest --seed 1`):
-# recall 86.7% -> 91.2% with the false alarms unchanged (0.01 an image); from a share of 1/3 a
-# corner of an LFW face in tests/test_detect.py was boxed too.
+# recall 86.7% (commit 586ae3c) -> 91.2% with the false alarms unchanged (0.01 an image); from a
+# share of 1/3 a corner of an LFW face in tests/test_detect.py was boxed too.
 UNSURE_SHARE, MAX_SHAPE_ERROR = 0.4, 1.5
 
 
