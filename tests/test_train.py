@@ -188,10 +188,14 @@ def _train_cmd(data: Path, runs: Path, name: str, *extra: str) -> list[str]:
             "--subset", "1000", "--runs-dir", str(runs), "--name", name, *extra]
 
 
-def test_sigkill_then_resume_continues_exactly(small_data: Path, tmp_path: Path) -> None:
+def test_sigkill_then_resume_continues_exactly(small_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A run killed mid-epoch resumes from its last checkpoint and ends where an unbroken run ends,
-    its weight average (--ema) included."""
-    ferkit(*_train_cmd(small_data, tmp_path, "whole", "--ema", "0.99")[3:])
+    its weight average (--ema) included. The kill lands on a `ferkit train` process; the unbroken run
+    and the resumed one run in this process (the CLI's --resume is `train(resume=True)`)."""
+    def config(name: str) -> TrainConfig:
+        return TrainConfig(data=str(small_data), model="tiny_cnn", epochs=2, subset=1000, runs_dir=str(tmp_path), name=name, ema=0.99)
+
+    train(config("whole"))
     proc = subprocess.Popen(_train_cmd(small_data, tmp_path, "killed", "--ema", "0.99"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "killed" / "log.csv"
     deadline = time.time() + 240
@@ -204,9 +208,11 @@ def test_sigkill_then_resume_continues_exactly(small_data: Path, tmp_path: Path)
     done = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"]
     assert done == 1, "the kill must land in the second (last) epoch"
 
-    again = ferkit(*_train_cmd(small_data, tmp_path, "killed", "--resume")[3:])
-    assert "resuming" in again.stderr and "epoch 2/2" in again.stderr
-    assert "epoch 1/2 " not in again.stderr  # finished epochs are not trained again
+    capsys.readouterr()
+    train(TrainConfig(data=str(small_data), runs_dir=str(tmp_path), name="killed"), resume=True)
+    err = capsys.readouterr().err
+    assert "resuming" in err and "epoch 2/2" in err
+    assert "epoch 1/2 " not in err  # finished epochs are not trained again
     rows = (tmp_path / "killed" / "log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
     whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)

@@ -37,7 +37,7 @@ class RecognizerConfig:
     model: str | Path | Sequence[str | Path] | None = field(default=None, metadata={"type": Optional[list[Path]], "help": "ONNX model(s), or a shipped one by name: fer2013 (the default) or ferplus; several = averaged ensemble."})
     detector: str = field(default="centerface", metadata={"help": "Face detector: centerface (finds the most faces, with landmarks to align them) or haar (fastest)."})
     min_face: int | None = field(default=None, metadata={"help": "Smallest face to detect, pixels (default: the detector's own: 24 for centerface, 40 for haar)."})
-    min_score: float | None = field(default=None, metadata={"help": "Lowest detector score to keep (default: the detector's own)."})
+    min_score: float | None = field(default=None, metadata={"help": "Lowest detector score to keep (default: the detector's own; centerface keeps 0.4 of it where the landmarks have a face's shape)."})
     margin: float = field(default=0.0, metadata={"help": "Grow each face box by this fraction per side before cropping."})
     align: bool = field(default=True, metadata={"help": "Turn and scale each face so its eyes, nose and mouth sit where FER2013's do (detectors that find landmarks: centerface); --no-align crops the box."})
     tta: bool = field(default=False, metadata={"help": "Test-time augmentation (mirror and shifted crops): slower, a little more accurate."})
