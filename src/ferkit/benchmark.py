@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
 import struct
 import subprocess
@@ -36,7 +35,7 @@ from rich.table import Table
 
 from .annotate import draw, draw_fps
 from .classify import ASSETS, FER_LANDMARKS, EmotionClassifier, align_face, crop_face, model_path
-from .cluster import local_cluster
+from .cluster import free_ports, local_cluster
 from .data import IMAGE_SIZE, load, normalize
 from .detect import DETECTORS, CenterFaceDetector, to_gray
 from .errors import FerkitError
@@ -46,7 +45,7 @@ from .results import Detection
 from .runs import TrainConfig
 from .scenes import Box, Scene, random_scenes
 from .sources import Video
-from .track import iou
+from .track import intersection, iou
 from .video import process_video
 
 
@@ -295,10 +294,8 @@ OFFSETS = (-0.1, -0.05, 0.0, 0.05, 0.1)
 
 def finds(box: Box, known: Box) -> bool:
     """Whether a detected box finds the face whose known square is `known` (HIT_IOU, INSIDE)."""
-    x, y, w, h = box
-    kx, ky, side, _ = known
-    inside = max(0, min(x + w, kx + side) - max(x, kx)) * max(0, min(y + h, ky + side) - max(y, ky))
-    return iou(box, known) >= HIT_IOU or (inside >= INSIDE * w * h and min(w, h) >= INSIDE_SIDE * side)
+    _, _, w, h = box
+    return iou(box, known) >= HIT_IOU or (intersection(box, known) >= INSIDE * w * h and min(w, h) >= INSIDE_SIDE * known[2])
 
 
 def match(boxes: Sequence[Box], found: Sequence[Detection]) -> dict[int, int]:
@@ -327,7 +324,7 @@ class SceneResults:
     sides: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)  # the pipeline's label id where the face was found, else -1
     pairs: list[tuple[Box, Box]] = field(default_factory=list)  # (known square, detected box) of each face found
-    framed: list[np.ndarray] = field(default_factory=list)  # each face found: its framing grid's crops, then its known square's
+    framed: list[np.ndarray] = field(default_factory=list)  # each face found: its framing grid's crops
     squares: list[np.ndarray] = field(default_factory=list)  # every face: the crop of its known square (a perfect detector's)
     images: int = 0
     false_alarms: int = 0
@@ -357,7 +354,7 @@ def run_scenes(recognizer: EmotionRecognizer, scenes: Iterable[Scene]) -> SceneR
             r.squares.append(crop_face(gray, box))
             if i in hits:
                 r.pairs.append((box, faces[hits[i]].box))
-                r.framed.append(np.concatenate([framings(gray, detections[hits[i]], recognizer.config.align), crop_face(gray, box)[None]]))
+                r.framed.append(framings(gray, detections[hits[i]], recognizer.config.align))
     return r
 
 
@@ -440,10 +437,11 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
         reference = recognizer.classifier.predict_proba(test.pixels[faces]).argmax(1)
         by_side = [percent(found[(sides >= a) & (sides < b)].sum(), ((sides >= a) & (sides < b)).sum()) for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
         agree = found & (labels == reference)
+        squares = recognizer.classifier.predict_proba(np.stack(r.squares)).argmax(1)  # a perfect detector's answers
         detection.add_row(name, f"{r.images} scenes", str(len(faces)), percent(found.sum(), len(faces)), *by_side,
                           f"{r.false_alarms / r.images:.3f}", f"{r.seconds * 1000 / r.images:.1f}", percent(agree.sum(), len(faces)),
                           percent(agree.sum(), found.sum()), percent((found & (labels == test.labels[faces])).sum(), len(faces)),
-                          percent((recognizer.classifier.predict_proba(np.stack(r.squares)).argmax(1) == test.labels[faces]).sum(), len(faces)),
+                          percent((squares == test.labels[faces]).sum(), len(faces)),
                           percent((reference == test.labels[faces]).sum(), len(faces)))
         for kind, images in (("frames", clip), ("photo", [astronaut])):
             hit, extra, seconds = one_face_images(recognizer, images)
@@ -454,13 +452,13 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
             crops = np.concatenate(r.framed)
             answers = recognizer.classifier.predict_proba(crops).argmax(1).reshape(len(r.framed), -1)
             agreement = (answers == reference[found][:, None]).mean(0) * 100
-            grid = agreement[:-1].reshape(len(SCALES), len(OFFSETS))
+            grid = agreement.reshape(len(SCALES), len(OFFSETS))
             best = np.unravel_index(grid.argmax(), grid.shape)
             for i, scale in enumerate(SCALES):
                 framing.add_row(name, f"{scale:.1f}", *(f"{v:.1f}" + ("*" if (i, j) == best else "") for j, v in enumerate(grid[i])),
                                 end_section=i == len(SCALES) - 1)
             known, box = np.array([p[0] for p in r.pairs], float), np.array([p[1] for p in r.pairs], float)
-            captions.append(f"{name}: the known square itself {agreement[-1]:.1f}%; median known side / box side "
+            captions.append(f"{name}: the known square itself {(squares == reference)[found].mean() * 100:.1f}%; median known side / box side "
                             f"{np.median(known[:, 2] / box[:, 3]):.2f}, known centre below the box's by "
                             f"{np.median((known[:, 1] + known[:, 3] / 2 - box[:, 1] - box[:, 3] / 2) / box[:, 3]):+.3f} of its height")
     framing.caption = ("Crops of the detected box, scaled (margin m per side is scale 1 + 2m) and moved down by a share of its "
@@ -517,12 +515,6 @@ def landmarks_table(data: Path, count: int = TEMPLATE_FACES) -> Table:
 
 # --- server: concurrent clients on loopback -------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def memory_mb(pid: int, field: str = "VmHWM") -> float:
     """A process's memory from /proc: its peak resident size (VmHWM) or its resident size now (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -537,7 +529,7 @@ def running_server(*options: str) -> Iterator[tuple[int, subprocess.Popen]]:
     alone), answering /health before the caller's load starts; stopped on the way out."""
     import httpx  # the HTTP client: only the server benchmarks need it
 
-    port = free_port()
+    port = free_ports(1)[0]
     server = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "serve", "--port", str(port), *options], stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60

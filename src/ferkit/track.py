@@ -10,13 +10,16 @@ import numpy as np
 from .results import Detection, Face
 
 
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def intersection(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """The area two (x, y, w, h) boxes share."""
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(0, w) * max(0, h)
-    union = aw * ah + bw * bh - inter
+    return max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    inter = intersection(a, b)
+    union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
 
 
