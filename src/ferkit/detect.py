@@ -126,8 +126,8 @@ class CenterFaceDetector:
         lx = points[0, 1::2, ys, xs] * size_x[:, None] + (cx - size_x / 2)[:, None]
         ly = points[0, 0::2, ys, xs] * size_y[:, None] + (cy - size_y / 2)[:, None]
         scores = heat[0, 0, ys, xs]
-        sure = (scores >= self.min_score) | (shape_error(np.stack([lx, ly], 2)) <= MAX_SHAPE_ERROR)
-        keep = [i for i in np.ravel(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0, 0.3)) if sure[i] and side[i] >= self.min_size]
+        keep = np.array([i for i in np.ravel(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0, 0.3)) if side[i] >= self.min_size], int)
+        keep = keep[(scores[keep] >= self.min_score) | (shape_error(np.stack([lx[keep], ly[keep]], 2)) <= MAX_SHAPE_ERROR)]
         found = [Detection(tuple(int(round(v)) for v in boxes[i]), float(scores[i]), tuple(zip(lx[i].tolist(), ly[i].tolist()))) for i in keep]
         return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
