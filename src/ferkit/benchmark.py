@@ -290,6 +290,7 @@ PHOTOS = ("coffee", "chelsea", "rocket")  # scikit-image photos without people: 
 # crop's centre moved down by a share of the box's height.
 SCALES = (0.9, 1.0, 1.1, 1.2, 1.3, 1.4)
 OFFSETS = (-0.1, -0.05, 0.0, 0.05, 0.1)
+ZOOM = 2.0  # the zoomed search the table shows beside the default one (`--detect-zoom`)
 
 
 def finds(box: Box, known: Box) -> bool:
@@ -427,11 +428,11 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
     for column in ("detector", "crop scale", *(f"{o:+.2f} down" for o in OFFSETS)):
         framing.add_column(column, justify="right", no_wrap=column == "detector")
     captions = []
-    # Each detector as the pipeline runs it and, for those that find landmarks, with --no-align too.
-    variants = [(name, align) for name in sorted(DETECTORS) for align in ((True, False) if DETECTORS[name].finds_landmarks else (True,))]
-    for detector, align in variants:
-        recognizer = EmotionRecognizer(model=model, detector=detector, align=align)
-        name = detector + ("" if align or not DETECTORS[detector].finds_landmarks else " --no-align")
+    # Each detector as the pipeline runs it; those that find landmarks with --no-align too, and the default one with a zoomed search.
+    variants = [(name, {}) for name in DETECTORS] + [(f"{name} --no-align", {"align": False}) for name in DETECTORS if DETECTORS[name].finds_landmarks]
+    variants.append((f"{RecognizerConfig().detector} --detect-zoom {ZOOM:g}", {"detect_zoom": ZOOM}))
+    for name, options in sorted(variants):
+        recognizer = EmotionRecognizer(model=model, detector=name.split()[0], **options)
         r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds))
         faces, labels, found, sides = np.array(r.faces, int), np.array(r.labels), r.found, np.array(r.sides)
         reference = recognizer.classifier.predict_proba(test.pixels[faces]).argmax(1)

