@@ -42,7 +42,7 @@ class RecognizerConfig:
     align: bool = field(default=True, metadata={"help": "Turn and scale each face so its eyes, nose and mouth sit where FER2013's do (detectors that find landmarks: centerface); --no-align crops the box."})
     tta: bool = field(default=False, metadata={"help": "Test-time augmentation (mirror and shifted crops): slower, a little more accurate."})
     detect_size: int | None = field(default=None, metadata={"help": "Search for faces in frames shrunk to at most this many pixels wide or high (speed)."})
-    detect_zoom: float = field(default=1.0, metadata={"min": 1.0, "help": "Also search each image enlarged this many times (2: twice as wide) and keep what either search finds: more small and blurry faces, for about 6x the search time."})
+    detect_zoom: float = field(default=1.0, metadata={"min": 1.0, "help": "Also search each image enlarged this many times (2: twice as wide) and keep what either search finds: more small and blurry faces, for about 5x the search time."})
     detect_every: int = field(default=DETECT_EVERY, metadata={"min": 1, "help": "Search the whole frame for faces every Nth frame; known faces are followed between (1: search every frame)."})
 
 
