@@ -13,7 +13,7 @@ from ferkit.runs import LOG_FIELDS, TrainConfig, log_until, read_config, train_c
 EVERY_OPTION = TrainConfig(
     data="d.npz", model="tiny_cnn", name="x", epochs=3, batch_size=32, optimizer="adamw", lr=0.01, weight_decay=0.001,
     warmup_epochs=0.5, label_smoothing=0.0, balance=True, mixup=0.2, erasing=0.25, rotation=10.0, shift=0.05, zoom=0.1,
-    brightness=0.2, target_acc=0.7, patience=4, subset=2000, ferplus="new.csv", soft_labels=True, pretrained="start.onnx",
+    brightness=0.2, low_res=0.3, target_acc=0.7, patience=4, subset=2000, ferplus="new.csv", soft_labels=True, pretrained="start.onnx",
     ema=0.999, time_budget=120.0, compile=True, teachers=("a.pt", "b.pt"), distill=0.3, seed=3, device="cpu", bf16="off",
 )
 

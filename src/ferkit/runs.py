@@ -42,6 +42,7 @@ class TrainConfig:
     shift: float = field(default=0.1, metadata={"help": "Max shift, fraction of the size."})
     zoom: float = field(default=0.15, metadata={"help": "Max zoom in or out, fraction."})
     brightness: float = field(default=0.25, metadata={"help": "Max brightness/contrast change."})
+    low_res: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0, "help": "Probability of shrinking a face to 16-40 px and enlarging it back, as small faces in photos reach the model; 0: never."})
     target_acc: float | None = field(default=None, metadata={"help": "Stop once PublicTest accuracy reaches this fraction."})
     patience: int | None = field(default=None, metadata={"help": "Stop after this many epochs without PublicTest improvement."})
     subset: int | None = field(default=None, metadata={"help": "Train on a stratified subset of this many images."})

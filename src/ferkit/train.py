@@ -32,6 +32,7 @@ from .models import count_parameters, create_model, load_state
 from .runs import LOG_FIELDS, TrainConfig, log_until, read_config, write_log
 
 console = Console(stderr=True)
+LOW_RES_SIDES = (16, 40)  # --low-res: the sides, pixels, faces are shrunk to (uniformly) before they are enlarged back to 48
 WARMUP_FRACTION = 0.03  # with --time-budget: the share of the budget spent warming up the learning rate
 
 
@@ -50,7 +51,8 @@ def use_bf16(setting: str, device: torch.device) -> bool:
 
 def augment(pixels: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch.Tensor:
     """uint8 (B, 48, 48) faces -> normalised, augmented float (B, 1, 48, 48): flip, rotation,
-    shift, zoom, brightness/contrast and random erasing, drawn per image from generator `g`."""
+    shift, zoom, optional low resolution (`low_res`), brightness/contrast and random erasing, drawn
+    per image from generator `g`."""
     b, h, w = pixels.shape
     dev = pixels.device
 
@@ -68,6 +70,13 @@ def augment(pixels: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch
     )
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if cfg.low_res > 0:  # a face drawn small in a photo reaches the model enlarged from fewer pixels
+        sides = torch.randint(LOW_RES_SIDES[0], LOW_RES_SIDES[1] + 1, (b,), generator=g, device=dev)
+        chosen = torch.rand(b, generator=g, device=dev) < cfg.low_res
+        for side in sides[chosen].unique().tolist():
+            i = chosen & (sides == side)
+            small = F.interpolate(x[i], size=(side, side), mode="area")
+            x[i] = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
     mean = x.mean(dim=(2, 3), keepdim=True)
     contrast = 1 + uniform(cfg.brightness).view(b, 1, 1, 1)
     x = ((x - mean) * contrast + mean + uniform(cfg.brightness / 2).view(b, 1, 1, 1)).clamp(0, 1)
