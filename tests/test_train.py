@@ -17,7 +17,7 @@ from conftest import ferkit
 from ferkit.checkpoints import predict_logits, to_input
 from ferkit.classify import SHIPPED_MODELS, EmotionClassifier
 from ferkit.data import FERData, load, load_ferplus, with_votes
-from ferkit.errors import RunError
+from ferkit.errors import ModelError, RunError
 from ferkit.models import create_model
 from ferkit.runs import TrainConfig, train_command
 from ferkit.train import augment, class_weights, learning_rate, recalibrate_bn, refit_batchnorm, teacher_targets, train
@@ -145,15 +145,15 @@ def test_a_run_starts_from_the_shipped_model_by_name(small_data: Path, tmp_path:
     """`--pretrained fer2013` starts from the shipped ONNX weights: with no learning they score as
     the shipped model does on the same PublicTest images."""
     # With no learning only the BatchNorm statistics move, and they are refitted before scoring: 256 faces do.
-    ferkit("train", "--data", small_data, "--pretrained", "fer2013", "--epochs", "1", "--subset", "256", "--lr", "0",
-           "--runs-dir", tmp_path, "--name", "warm")
+    # In this process: the CLI's train is `train(TrainConfig(...))` (tiny_run runs it as a command).
+    warm = TrainConfig(data=str(small_data), pretrained="fer2013", epochs=1, subset=256, lr=0, runs_dir=str(tmp_path), name="warm")
+    train(warm)
     val_acc = float((tmp_path / "warm" / "log.csv").read_text().splitlines()[1].split(",")[5])
     val = load(small_data).split("PublicTest").subset(500, 0)
     shipped = (EmotionClassifier("fer2013").predict_proba(val.pixels).argmax(1) == val.labels).mean()
     assert shipped > 0.6 and abs(val_acc - shipped) < 0.02
-    result = ferkit("train", "--data", small_data, "--pretrained", "fer2013", "--model", "tiny_cnn", "--epochs", "1",
-                    "--subset", "600", "--runs-dir", tmp_path, "--name", "wrong", check=False)
-    assert result.returncode == 2 and "do not match VGG; pass the --model it was trained as" in result.stderr
+    with pytest.raises(ModelError, match="do not match VGG; pass the --model it was trained as"):
+        train(replace(warm, model="tiny_cnn", subset=600, name="wrong"))
 
 
 def test_schedule_and_class_weights() -> None:

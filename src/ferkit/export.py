@@ -34,6 +34,9 @@ def export(
         raise ModelError(f"{out}: that is the checkpoint; writing there would destroy it")
     out.parent.mkdir(parents=True, exist_ok=True)
     model, state = load_checkpoint(checkpoint)
+    config = state["config"]
+    if data is not None:  # before anything is written: a refusal leaves no card-less file
+        ferplus = scoring_labels(config, ferplus)
     dummy = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
     torch.onnx.export(
         model,
@@ -45,7 +48,6 @@ def export(
         opset_version=17,
         dynamo=False,
     )
-    config = state["config"]
     card = {
         "name": out.stem,
         "architecture": config["model"],
@@ -66,7 +68,6 @@ def export(
         made_on = state.get("provenance", {}).get("hardware") or hardware(pick_device("cpu"))
         card["training"] = {"hours": round(sum(stage["hours"] for stage in stages), 2), "hardware": made_on, "stages": stages}
     if data is not None:
-        ferplus = scoring_labels(config, ferplus)
         part = load(data, ferplus=ferplus).split(split)
         classifier = EmotionClassifier(out)
         card["onnx_check"] = compare(model, classifier, part.pixels, split)
