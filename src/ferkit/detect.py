@@ -21,13 +21,13 @@ from .results import Detection
 # `ferkit benchmark detect --split PublicTest --seed 1` finds 91.2% with 0.01 false alarms an image.
 UNSURE_SHARE, MAX_SHAPE_ERROR = 0.4, 1.5
 # A place scored from LOOK_SHARE of the threshold, too unsure to keep, gets a second look: a window
-# LOOK_WINDOW times its box's side, searched LOOK_ZOOM times finer than the image was, where the
-# rules above must keep it (CenterFace scores small and blurred faces higher enlarged, as the zoomed
-# search shows, but enlarging the whole image costs 4x). At most LOOK_MOST places an image, the
-# likeliest first: a window costs a few ms, and the cap bounds a cluttered image's time. Chosen on
-# PublicTest scenes (`ferkit benchmark detect --split PublicTest --seed 1`): recall 91.2% -> 96.5%,
-# false alarms 0.010 -> 0.015 an image, about one window an image (the cap never reached).
-LOOK_SHARE, LOOK_WINDOW, LOOK_ZOOM, LOOK_MOST = 0.1, 2.0, 2.0, 16
+# LOOK_WINDOW times its box's side, searched LOOK_ZOOM times finer than the image was (but at most
+# LOOK_SIDE pixels: large faces need no enlarging), where the rules above must keep it. CenterFace
+# scores small and blurred faces higher enlarged, as the zoomed search shows, but enlarging the
+# whole image costs 4x. At most LOOK_MOST places an image, the likeliest first: the cap bounds a
+# cluttered image's time. Chosen on PublicTest scenes (`ferkit benchmark detect --split PublicTest
+# --seed 1`): recall 91.2% -> 96.5% at 0.010 false alarms an image, about one window an image.
+LOOK_SHARE, LOOK_WINDOW, LOOK_ZOOM, LOOK_MOST, LOOK_SIDE = 0.1, 2.0, 2.0, 16, 256
 
 
 def shape_error(points: np.ndarray, template: np.ndarray = FER_LANDMARKS) -> np.ndarray:
@@ -113,7 +113,7 @@ class CenterFaceDetector:
     `zoom` times where asked (`--detect-zoom`), and detections kept from score 0.3, or from 0.4 of
     that where their landmarks have a face's shape (UNSURE_SHARE): small, dark and bare faces score
     low, but lower thresholds alone began to box parts of faces as faces of their own (README,
-    "Detection and framing")."""
+    "Detection and framing"). Places scored lower still get a second look, enlarged (LOOK_*)."""
 
     takes_gray = False
     finds_landmarks = True
@@ -169,6 +169,7 @@ class CenterFaceDetector:
         x1, y1 = int(min(bgr.shape[1], cx + half)), int(min(bgr.shape[0], cy + half))
         if min(x1 - x0, y1 - y0) < 8:
             return []
+        s = min(s, LOOK_SIDE / max(x1 - x0, y1 - y0))
         boxes, scores, lx, ly = self.candidates(bgr[y0:y1, x0:x1], s, UNSURE_SHARE)
         boxes[:, :2] += (x0, y0)
         centres = boxes[:, :2] + boxes[:, 2:] / 2
