@@ -26,7 +26,7 @@ UNSURE_SHARE, MAX_SHAPE_ERROR = 0.4, 1.5
 # scores small and blurred faces higher enlarged, as the zoomed search shows, but enlarging the
 # whole image costs 4x. At most LOOK_MOST places an image, the likeliest first: the cap bounds a
 # cluttered image's time. Chosen on PublicTest scenes (`ferkit benchmark detect --split PublicTest
-# --seed 1`): recall 91.2% -> 96.5% at 0.010 false alarms an image, about one window an image.
+# --seed 1`): recall 91.2% -> 96.5% at 0.010 false alarms an image.
 LOOK_SHARE, LOOK_WINDOW, LOOK_ZOOM, LOOK_MOST, LOOK_SIDE = 0.1, 2.0, 2.0, 16, 256
 
 
