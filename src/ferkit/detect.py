@@ -28,6 +28,12 @@ UNSURE_SHARE, MAX_SHAPE_ERROR = 0.4, 1.5
 # cluttered image's time. Chosen on PublicTest scenes (`ferkit benchmark detect --split PublicTest
 # --seed 1`): recall 91.2% -> 96.5% at 0.010 false alarms an image.
 LOOK_SHARE, LOOK_WINDOW, LOOK_ZOOM, LOOK_MOST, LOOK_SIDE = 0.1, 2.0, 2.0, 16, 256
+# A second look searches the window mirrored as well (LOOK_MIRROR), and keeps what either view
+# keeps: CenterFace scores some faces far higher mirrored (0.08 against 0.67 on one PublicTest
+# face), and a window costs little. On four seeds of PublicTest scenes (800 scenes, 1,875 faces, a
+# one-off comparison through this module) recall rose from 95.6% to 96.2%, false alarms from
+# 0.0075 to 0.010 an image.
+LOOK_MIRROR = True
 
 
 def shape_error(points: np.ndarray, template: np.ndarray = FER_LANDMARKS) -> np.ndarray:
@@ -61,6 +67,16 @@ def overlaps(a: np.ndarray, b: np.ndarray) -> bool:
     def holds(p: np.ndarray, q: np.ndarray) -> bool:
         return p[0] <= q[0] + q[2] / 2 <= p[0] + p[2] and p[1] <= q[1] + q[3] / 2 <= p[1] + p[3]
     return holds(a, b) or holds(b, a)
+
+
+def mirrored(found: tuple[np.ndarray, ...], width: int) -> tuple[np.ndarray, ...]:
+    """`candidates` of a mirror image, `width` wide, moved back to the image: boxes and landmarks
+    mirrored, and the landmarks of the image's left and right eyes and mouth corners swapped back."""
+    boxes, scores, lx, ly = found
+    boxes = boxes.copy()
+    boxes[:, 0] = width - boxes[:, 0] - boxes[:, 2]
+    order = [1, 0, 2, 4, 3]
+    return boxes, scores, width - lx[:, order], ly[:, order]
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -161,8 +177,10 @@ class CenterFaceDetector:
         return places[(scores[places] >= self.min_score) | shaped].tolist()
 
     def second_look(self, bgr: np.ndarray, box: np.ndarray, s: float) -> list[tuple[np.ndarray, ...]]:
-        """The faces kept in a window around an unsure place's box, searched at scale `s`, whose
-        centres lie in that box: (box, score, landmarks' x, landmarks' y) each, in the image's pixels."""
+        """The faces kept in a window around an unsure place's box, searched at scale `s` as it is
+        and mirrored, whose centres lie in that box: (box, score, landmarks' x, landmarks' y) each,
+        in the image's pixels. Each view is kept by its own rules (pooled first, a view's better-scored
+        but misshapen box would suppress the other's face)."""
         x, y, side, _ = box
         cx, cy, half = x + side / 2, y + side / 2, LOOK_WINDOW * side / 2
         x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
@@ -170,11 +188,17 @@ class CenterFaceDetector:
         if min(x1 - x0, y1 - y0) < 8:
             return []
         s = min(s, LOOK_SIDE / max(x1 - x0, y1 - y0))
-        boxes, scores, lx, ly = self.candidates(bgr[y0:y1, x0:x1], s, UNSURE_SHARE)
-        boxes[:, :2] += (x0, y0)
-        centres = boxes[:, :2] + boxes[:, 2:] / 2
-        inside = (np.abs(centres[:, 0] - cx) < side / 2) & (np.abs(centres[:, 1] - cy) < side / 2)
-        return [(boxes[i], scores[i], lx[i] + x0, ly[i] + y0) for i in self.keep(boxes, scores, lx, ly, nms(boxes, scores)) if inside[i]]
+        window = bgr[y0:y1, x0:x1]
+        views = [self.candidates(window, s, UNSURE_SHARE)]
+        if LOOK_MIRROR:
+            views.append(mirrored(self.candidates(cv2.flip(window, 1), s, UNSURE_SHARE), x1 - x0))
+        found = []
+        for boxes, scores, lx, ly in views:
+            boxes[:, :2] += (x0, y0)
+            centres = boxes[:, :2] + boxes[:, 2:] / 2
+            inside = (np.abs(centres[:, 0] - cx) < side / 2) & (np.abs(centres[:, 1] - cy) < side / 2)
+            found += [(boxes[i], scores[i], lx[i] + x0, ly[i] + y0) for i in self.keep(boxes, scores, lx, ly, nms(boxes, scores)) if inside[i]]
+        return found
 
     def candidates(self, bgr: np.ndarray, s: float, share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Every place the image, searched at scale `s`, scores from `share` of the threshold:
