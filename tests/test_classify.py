@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ferkit import classify
-from ferkit.classify import ASSETS, DEFAULT_MODEL, FER_LANDMARKS, SHIPPED_MODELS, EmotionClassifier, align_face, crop_face, similarity
+from ferkit.benchmark import fer_landmarks
+from ferkit.classify import ASSETS, DEFAULT_MODEL, FER_LANDMARKS, SHIPPED_MODELS, EmotionClassifier, crop_face, similarity, upright_face
 from ferkit.data import FERData
 from ferkit.detect import create_detector, to_gray
 from ferkit.errors import ModelError
@@ -31,25 +32,35 @@ def test_similarity_undoes_a_turn_a_scale_and_a_shift() -> None:
     assert np.allclose(np.c_[moved, np.ones(5)] @ m.T, FER_LANDMARKS, atol=1e-9)
 
 
-def test_alignment_turns_a_tilted_face_upright(astronaut_bgr: np.ndarray) -> None:
-    """The astronaut turned by 20 degrees and aligned by CenterFace's landmarks gives nearly the
-    crop of the upright photo (and the same answer); the box crop of the turned face does not."""
+def test_a_tilted_face_is_turned_upright(astronaut_bgr: np.ndarray) -> None:
+    """The astronaut turned by 20 degrees and turned back by CenterFace's landmarks: in the crop her
+    eyes are as level as in the upright photo's crop (CenterFace's landmarks on the 48x48 crops), and
+    she gets the same answer; in the turned box's crop they are not level."""
     detector, classifier = create_detector("centerface"), EmotionClassifier()
 
     def crops(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (face,) = detector(image)
-        return align_face(to_gray(image), face.landmarks), crop_face(to_gray(image), face.box)
+        return upright_face(to_gray(image), face.box, face.landmarks), crop_face(to_gray(image), face.box)
 
     turn = cv2.getRotationMatrix2D((226, 118), 20, 1)  # about her face
-    (upright, box), (aligned, turned_box) = crops(astronaut_bgr), crops(cv2.warpAffine(astronaut_bgr, turn, (512, 512)))
-    inner = np.s_[6:42, 6:42]  # the face, not the corners the turn brings in
-    assert np.abs(aligned.astype(float) - upright)[inner].mean() < 0.5 * np.abs(turned_box.astype(float) - box)[inner].mean()
-    labels = classifier.predict_proba(np.stack([upright, aligned])).argmax(1)
+    (upright, box), (turned_back, turned_box) = crops(astronaut_bgr), crops(cv2.warpAffine(astronaut_bgr, turn, (512, 512)))
+    points = fer_landmarks(np.stack([upright, turned_back, turned_box]), create_detector("centerface", min_size=10, max_side=432))
+    assert len(points) == 3
+    eyes = np.degrees(np.arctan2(*(points[:, 1] - points[:, 0])[:, ::-1].T))  # the eye line's slope, degrees
+    assert abs(eyes[1] - eyes[0]) < 3 and abs(eyes[2] - eyes[0]) > 8, eyes  # measured: 0.7 and 11.6
+    labels = classifier.predict_proba(np.stack([upright, turned_back])).argmax(1)
     assert labels[0] == labels[1] == classifier.labels.index("happy")
-    (face,) = detector(astronaut_bgr)
-    big = cv2.resize(astronaut_bgr[:, :, 1], None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)  # a face of 450 px: shrunk before the warp
-    points = [((x + 0.5) * 4 - 0.5, (y + 0.5) * 4 - 0.5) for x, y in face.landmarks]
-    assert np.abs(align_face(big, points).astype(float) - align_face(astronaut_bgr[:, :, 1], face.landmarks)).mean() < 4
+
+
+def test_an_upright_face_is_cropped_as_its_box_is(astronaut_bgr: np.ndarray) -> None:
+    """With level landmarks the turn is none, and the crop is the box's, margin and shift included;
+    a face of 450 px is shrunk before the warp (by area, as `crop_face` shrinks it), not aliased."""
+    gray = astronaut_bgr[:, :, 1]
+    level = FER_LANDMARKS * 2 + (180, 70)  # FER2013's shape: no turn to undo
+    for margin, shift in ((0.0, 0.0), (0.125, 0.0625)):  # whole pixels: 12 a side, 6 down
+        assert np.abs(upright_face(gray, (170, 60, 96, 96), level, margin, shift).astype(float) - crop_face(gray, (170, 60, 96, 96), margin, shift)).mean() < 2
+    big = cv2.resize(gray, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+    assert np.abs(upright_face(big, (680, 240, 384, 384), level * 4).astype(float) - crop_face(big, (680, 240, 384, 384))).mean() < 2
 
 
 def test_small_faces_are_enlarged_with_their_detail(fer: FERData, monkeypatch: pytest.MonkeyPatch) -> None:

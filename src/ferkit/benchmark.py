@@ -34,7 +34,7 @@ from rich.console import Group
 from rich.table import Table
 
 from .annotate import draw, draw_fps
-from .classify import ASSETS, FER_LANDMARKS, EmotionClassifier, align_face, crop_face, model_path
+from .classify import ASSETS, FER_LANDMARKS, EmotionClassifier, crop_face, model_path, upright_face
 from .cluster import free_ports, local_cluster
 from .data import IMAGE_SIZE, load, normalize
 from .detect import DETECTORS, CenterFaceDetector, to_gray
@@ -310,10 +310,10 @@ def match(boxes: Sequence[Box], found: Sequence[Detection]) -> dict[int, int]:
 
 
 def framings(gray: np.ndarray, detection: Detection, align: bool) -> np.ndarray:
-    """The 48x48 crops of one detection at every scale and offset of the framing grid, scale by
-    scale: of its box, or (`align`) aligned by its landmarks with the template moved up by the offset."""
+    """The 48x48 crops of one detection's box at every scale and offset of the framing grid, scale
+    by scale, turned upright by its landmarks (`align`) as the pipeline turns it."""
     if align and detection.landmarks:
-        return np.stack([align_face(gray, detection.landmarks, (s - 1) / 2, FER_LANDMARKS - (0, o * IMAGE_SIZE)) for s in SCALES for o in OFFSETS])
+        return np.stack([upright_face(gray, detection.box, detection.landmarks, (s - 1) / 2, o) for s in SCALES for o in OFFSETS])
     return np.stack([crop_face(gray, detection.box, (s - 1) / 2, o) for s in SCALES for o in OFFSETS])
 
 
@@ -463,8 +463,7 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                             f"{np.median(known[:, 2] / box[:, 3]):.2f}, known centre below the box's by "
                             f"{np.median((known[:, 1] + known[:, 3] / 2 - box[:, 1] - box[:, 3] / 2) / box[:, 3]):+.3f} of its height")
     framing.caption = ("Crops of the detected box, scaled (margin m per side is scale 1 + 2m) and moved down by a share of its "
-                       "height, or, aligned by the landmarks, the view of the FER2013 template widened and moved the same "
-                       "shares of the crop; * the best cell; the default crop is scale 1.0, +0.00 (margin 0). " + "; ".join(captions))
+                       "height, and turned upright by the landmarks where the detector aligns (as the pipeline does); * the best cell; the default crop is scale 1.0, +0.00 (margin 0). " + "; ".join(captions))
     return Group(detection, framing)
 
 

@@ -128,15 +128,26 @@ def similarity(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.hstack([rotation, (mt - rotation @ ms)[:, None]])
 
 
-def align_face(gray: np.ndarray, landmarks: Sequence[tuple[float, float]], margin: float = 0.0,
-               template: np.ndarray = FER_LANDMARKS) -> np.ndarray:
-    """The 48x48 face whose eyes, nose and mouth corners fall where FER2013's do (`template`),
-    turned upright and scaled by the one similarity that maps `landmarks` there; `margin` widens
-    the view by that share of the crop per side, as in `crop_face`. A face much larger than 48 px
-    is first shrunk by area averaging, as `crop_face` shrinks it, so the warp does not alias; a
-    smaller one is enlarged with Lanczos (ENLARGE)."""
-    centre = (IMAGE_SIZE - 1) / 2
-    m = similarity(np.asarray(landmarks, np.float64), (template - centre) / (1 + 2 * margin) + centre)
+def upright_face(gray: np.ndarray, box: tuple[int, int, int, int], landmarks: Sequence[tuple[float, float]],
+                 margin: float = 0.0, shift: float = 0.0) -> np.ndarray:
+    """The 48x48 face of a detected box turned upright about its centre: by the turn that best
+    maps its five landmarks onto FER2013's (`FER_LANDMARKS`); `margin` and `shift` as in
+    `crop_face`. A tilted face gets the crop its upright self would, framed by the box as FER2013's
+    were by their detector's: on PublicTest scenes this agreed with the original faces more often
+    than the box alone or the full similarity onto the template (README, "Alignment")."""
+    m = similarity(np.asarray(landmarks, np.float64), FER_LANDMARKS)
+    angle = np.degrees(np.arctan2(m[1, 0], m[0, 0]))
+    x, y, w, h = box
+    centre = (x + (w - 1) / 2, y + (h - 1) / 2 + shift * h)  # in pixel indices, as `crop_face` frames it
+    turn = cv2.getRotationMatrix2D(centre, -angle, IMAGE_SIZE / (w * (1 + 2 * margin)))
+    turn[:, 2] += (IMAGE_SIZE - 1) / 2 - np.array(centre)
+    return warp_face(gray, turn)
+
+
+def warp_face(gray: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The 48x48 crop the 2x3 map `m` (image pixels -> crop pixels) makes: a face much larger than
+    48 px is first shrunk by area averaging, as `crop_face` shrinks it, so the warp does not alias;
+    a smaller one is enlarged with Lanczos (ENLARGE); what falls outside repeats the image's edge."""
     scale = float(np.hypot(m[0, 0], m[1, 0]))  # crop pixels per image pixel
     if scale < 0.5:
         corners = cv2.invertAffineTransform(m) @ np.array([[0, 0, 1], [IMAGE_SIZE, 0, 1], [0, IMAGE_SIZE, 1], [IMAGE_SIZE, IMAGE_SIZE, 1]], float).T

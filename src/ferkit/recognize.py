@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
-from .classify import EmotionClassifier, align_face, crop_face
+from .classify import EmotionClassifier, crop_face, upright_face
 from .detect import create_detector, to_gray
 from .errors import OptionError
 from .results import Detection, Face
@@ -39,7 +39,7 @@ class RecognizerConfig:
     min_face: int | None = field(default=None, metadata={"help": "Smallest face to detect, pixels (default: the detector's own: 24 for centerface, 40 for haar)."})
     min_score: float | None = field(default=None, metadata={"help": "Lowest detector score to keep (default: the detector's own; centerface keeps 0.4 of it where the landmarks have a face's shape)."})
     margin: float = field(default=0.0, metadata={"help": "Grow each face box by this fraction per side before cropping."})
-    align: bool = field(default=True, metadata={"help": "Turn and scale each face so its eyes, nose and mouth sit where FER2013's do (detectors that find landmarks: centerface); --no-align crops the box."})
+    align: bool = field(default=True, metadata={"help": "Turn each face upright by its eyes, nose and mouth before cropping its box (detectors that find landmarks: centerface); --no-align crops the box as it is."})
     tta: bool = field(default=False, metadata={"help": "Test-time augmentation (mirror and shifted crops): slower, a little more accurate."})
     detect_size: int | None = field(default=None, metadata={"help": "Search for faces in frames shrunk to at most this many pixels wide or high (speed)."})
     detect_zoom: float = field(default=1.0, metadata={"min": 1.0, "help": "Also search each image enlarged this many times (2: twice as wide) and keep what either search finds: more small and blurry faces, for about 5x the search time."})
@@ -91,9 +91,9 @@ class EmotionRecognizer:
         ]
 
     def crop(self, gray: np.ndarray, detection: Detection) -> np.ndarray:
-        """A detection's 48x48 face: aligned by its landmarks where it has them (and `align` is on), else its box."""
+        """A detection's 48x48 face: its box, turned upright by its landmarks where it has them (and `align` is on)."""
         if self.config.align and detection.landmarks:
-            return align_face(gray, detection.landmarks, self.config.margin)
+            return upright_face(gray, detection.box, detection.landmarks, self.config.margin)
         return crop_face(gray, detection.box, self.config.margin)
 
     def stream(self, detect_every: int | None = None, smoothing: float = 0.6) -> StreamRecognizer:

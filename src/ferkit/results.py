@@ -16,7 +16,7 @@ from typing import IO, Sequence
 class Detection:
     """A face a detector found: where, how sure it was and, where the detector gives them, five
     landmarks (x, y in image pixels): the eyes, the nose and the mouth's corners, image-left first,
-    by which the crop is aligned (`classify.align_face`)."""
+    by which the crop is turned upright (`classify.upright_face`)."""
 
     box: tuple[int, int, int, int]  # x, y, width, height in image pixels
     score: float
