@@ -25,7 +25,8 @@ MAX_BATCH = 256
 # Where FER2013's faces have their eyes, nose and mouth corners (image-left first), in the pixels of
 # the 48x48 crop: CenterFace's landmarks on 2,000 Training faces (enlarged 3x, on a border of their
 # mean grey), the median of each, made mirror-symmetric (training flips faces). Reproduce with
-# `ferkit benchmark landmarks`.
+# `ferkit benchmark landmarks`. Faces are turned upright onto it (`upright_face`), and the detector's
+# unsure faces are judged by their distance from its shape (`detect.shape_error`).
 FER_LANDMARKS = np.array([[14.5, 19.2], [32.5, 19.2], [23.5, 28.74], [16.29, 36.07], [30.71, 36.07]])
 
 # Faces smaller than 48 px are enlarged with Lanczos: blocky or blurred enlargements lose the detail
@@ -133,8 +134,8 @@ def upright_face(gray: np.ndarray, box: tuple[int, int, int, int], landmarks: Se
     """The 48x48 face of a detected box turned upright about its centre: by the turn that best
     maps its five landmarks onto FER2013's (`FER_LANDMARKS`); `margin` and `shift` as in
     `crop_face`. A tilted face gets the crop its upright self would, framed by the box as FER2013's
-    were by their detector's: on PublicTest scenes this agreed with the original faces more often
-    than the box alone or the full similarity onto the template (README, "Alignment")."""
+    faces were by their detector's: on PublicTest scenes it agrees with the original faces as often
+    as the box alone, and more often than mapping the landmarks onto the template (README, "Alignment")."""
     m = similarity(np.asarray(landmarks, np.float64), FER_LANDMARKS)
     angle = np.degrees(np.arctan2(m[1, 0], m[0, 0]))
     x, y, w, h = box
