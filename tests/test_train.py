@@ -210,7 +210,8 @@ def test_sigkill_then_resume_continues_exactly(small_data: Path, tmp_path: Path,
     deadline = time.time() + 240
     while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 2):
         time.sleep(0.05)
-    time.sleep(1.0)  # into the second epoch
+    first = float(log.read_text().splitlines()[1].split(",")[-1])  # epoch 1's seconds (runs.LOG_FIELDS ends with them)
+    time.sleep(0.4 * first)  # into the second epoch, however fast this machine runs one
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
