@@ -463,7 +463,8 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                             f"{np.median(known[:, 2] / box[:, 3]):.2f}, known centre below the box's by "
                             f"{np.median((known[:, 1] + known[:, 3] / 2 - box[:, 1] - box[:, 3] / 2) / box[:, 3]):+.3f} of its height")
     framing.caption = ("Crops of the detected box, scaled (margin m per side is scale 1 + 2m) and moved down by a share of its "
-                       "height, and turned upright by the landmarks where the detector aligns (as the pipeline does); * the best cell; the default crop is scale 1.0, +0.00 (margin 0). " + "; ".join(captions))
+                       "height, and turned upright by the landmarks where the detector aligns (as the pipeline does); "
+                       "* the best cell; the default crop is scale 1.0, +0.00 (margin 0). " + "; ".join(captions))
     return Group(detection, framing)
 
 
