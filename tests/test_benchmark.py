@@ -73,6 +73,9 @@ def test_match_pairs_each_detection_with_one_face_best_overlap_first() -> None:
     # A box of a face that fills only the middle of its FER2013 square (IoU 0.25) finds it; a box of an eye does not.
     assert match([(0, 0, 100, 100)], [Detection((25, 25, 50, 50), 1.0)]) == {0: 0}
     assert match([(0, 0, 100, 100)], [Detection((20, 30, 30, 30), 1.0)]) == {}
+    # A box of a close-cropped face holds its square and centres on it (IoU 0.31): found; a box with the square in its corner is not.
+    assert match([(0, 0, 100, 100)], [Detection((-40, -30, 180, 180), 1.0)]) == {0: 0}
+    assert match([(0, 0, 100, 100)], [Detection((0, 0, 200, 200), 1.0)]) == {}
 
 
 def test_server_benchmark_has_no_errors() -> None:

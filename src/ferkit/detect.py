@@ -53,19 +53,30 @@ def search_scales(shape: tuple[int, ...], max_side: int, zoom: float) -> tuple[f
     return (s,) if zoom == 1 else (s, s * zoom)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, overlap: float = 0.3) -> np.ndarray:
-    """Indices of the boxes (N x 4: x, y, w, h) left after dropping each that overlaps a better-scored one by this IoU."""
-    if len(boxes) == 0:
-        return np.zeros(0, int)
-    # OpenCV keeps only scores above its threshold, which must be >= 0: shift them all above 0 (Haar's can be negative).
-    return np.ravel(cv2.dnn.NMSBoxes(boxes.tolist(), (scores - scores.min() + 1).tolist(), 0, overlap)).astype(int)
-
-
 def overlaps(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether either box (x, y, w, h) holds the other's centre: a place on part of a face already found."""
+    """Whether either box (x, y, w, h) holds the other's centre: a place on part of a face already found, or around it."""
     def holds(p: np.ndarray, q: np.ndarray) -> bool:
         return p[0] <= q[0] + q[2] / 2 <= p[0] + p[2] and p[1] <= q[1] + q[3] / 2 <= p[1] + p[3]
     return holds(a, b) or holds(b, a)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, overlap: float = 0.3, centres: bool = False) -> np.ndarray:
+    """Indices of the boxes (N x 4: x, y, w, h) left after dropping each that overlaps a better-scored
+    one by this IoU, best first; with `centres`, also each that holds a better one's centre or whose
+    centre a better one holds (`overlaps`): two faces are never that close, but a face and a box
+    around it (a larger face-like pattern, a face within a face) are, whatever their IoU."""
+    if len(boxes) == 0:
+        return np.zeros(0, int)
+    # OpenCV keeps only scores above its threshold, which must be >= 0: shift them all above 0 (Haar's can be negative).
+    keep = np.ravel(cv2.dnn.NMSBoxes(boxes.tolist(), (scores - scores.min() + 1).tolist(), 0, overlap)).astype(int)
+    if centres:
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        kept: list[int] = []
+        for i in keep:
+            if not any(overlaps(boxes[i], boxes[k]) for k in kept):
+                kept.append(i)
+        keep = np.array(kept, int)
+    return keep
 
 
 def mirrored(found: tuple[np.ndarray, ...], width: int) -> tuple[np.ndarray, ...]:
@@ -165,7 +176,7 @@ class CenterFaceDetector:
             return []
         boxes, scores, lx, ly = (np.stack(parts) for parts in zip(*found))
         detections = [Detection(tuple(int(round(v)) for v in boxes[i]), float(scores[i]), tuple(zip(lx[i].tolist(), ly[i].tolist())))
-                      for i in nms(boxes, scores)]
+                      for i in nms(boxes, scores, centres=True)]
         return sorted(detections, key=lambda d: (d.box[0], d.box[1]))
 
     def keep(self, boxes: np.ndarray, scores: np.ndarray, lx: np.ndarray, ly: np.ndarray, places: np.ndarray) -> list[int]:
