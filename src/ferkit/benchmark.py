@@ -436,9 +436,9 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
     for column in ("detector", "crop scale", *(f"{o:+.2f} down" for o in OFFSETS)):
         framing.add_column(column, justify="right", no_wrap=column == "detector")
     captions = []
-    # Each detector as the pipeline runs it; those that find landmarks with --no-align too, and the default one with a zoomed search.
-    variants = [(name, {}) for name in DETECTORS] + [(f"{name} --no-align", {"align": False}) for name in DETECTORS if DETECTORS[name].finds_landmarks]
-    variants.append((f"{RecognizerConfig().detector} --detect-zoom {ZOOM:g}", {"detect_zoom": ZOOM}))
+    # Each detector as the pipeline runs it, and the default one with --no-align and with a zoomed search too.
+    default = RecognizerConfig().detector
+    variants = [(name, {}) for name in DETECTORS] + [(f"{default} --no-align", {"align": False}), (f"{default} --detect-zoom {ZOOM:g}", {"detect_zoom": ZOOM})]
     for name, options in sorted(variants):
         recognizer = EmotionRecognizer(model=model, detector=name.split()[0], **options)
         r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds))

@@ -35,8 +35,8 @@ class RecognizerConfig:
     metadata is its command-line help; `detect_size` and `detect_every` are for video and camera frames."""
 
     model: str | Path | Sequence[str | Path] | None = field(default=None, metadata={"type": Optional[list[Path]], "help": "ONNX model(s), or a shipped one by name: fer2013 (the default) or ferplus; several = averaged ensemble."})
-    detector: str = field(default="centerface", metadata={"help": "Face detector: centerface (finds the most faces, with landmarks to align them) or haar (fastest)."})
-    min_face: int | None = field(default=None, metadata={"help": "Smallest face to detect, pixels (default: the detector's own: 24 for centerface, 40 for haar)."})
+    detector: str = field(default="centerface", metadata={"help": "Face detector: centerface (finds the most faces, with landmarks to align them; asks yunet for a second opinion), yunet or haar."})
+    min_face: int | None = field(default=None, metadata={"help": "Smallest face to detect, pixels (default: the detector's own: 24 for centerface and yunet, 40 for haar)."})
     min_score: float | None = field(default=None, metadata={"help": "Lowest detector score to keep (default: the detector's own; centerface keeps 0.4 of it where the landmarks have a face's shape)."})
     margin: float = field(default=0.0, metadata={"help": "Grow each face box by this fraction per side before cropping."})
     align: bool = field(default=True, metadata={"help": "Turn each face upright by its eyes, nose and mouth before cropping its box (detectors that find landmarks: centerface); --no-align crops the box as it is."})
