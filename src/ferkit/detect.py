@@ -110,6 +110,11 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """A BGR or grey image as BGR (a BGR one is returned as it is, not copied): the CNN detectors take three channels."""
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+
+
 class HaarDetector:
     """OpenCV's frontal-face Haar cascade: ships inside opencv, fast, and the detector FER2013's
     own crops were made with, so its boxes frame faces the way the model saw them in training."""
@@ -181,7 +186,7 @@ class CenterFaceDetector:
         self.opinion = YuNetDetector(min_size, OPINION_SCORE) if SECOND_OPINION else None
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
-        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        bgr = to_bgr(image)
         scales = search_scales(bgr.shape, self.max_side, self.zoom)
         boxes, scores, lx, ly = (np.concatenate(parts) for parts in zip(*(self.candidates(bgr, s, LOOK_SHARE) for s in scales)))
         places = nms(boxes, scores)
@@ -265,7 +270,7 @@ class YuNetDetector:
         self.min_size, self.max_side, self.zoom = min_size, max_side, zoom
 
     def __call__(self, image: np.ndarray) -> list[Detection]:
-        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        bgr = to_bgr(image)
         found = [d for s in search_scales(bgr.shape, self.max_side, self.zoom) for d in self.search(bgr, s)]
         if not found:
             return []
