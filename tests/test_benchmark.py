@@ -34,7 +34,7 @@ def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> 
                  "--video", fer_npz.parent / "face_talking_854x480.mp4").stdout
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
     detection, framing = [r for r in rows if len(r) == 14], [r for r in rows if len(r) == 7]
-    variants = ("centerface", "centerface --detect-zoom 2", "centerface --no-align", "haar", "yunet")  # the default also --no-align and zoomed
+    variants = ("centerface", "centerface --detect-zoom 2", "centerface --no-align", "centerface --no-views", "haar", "yunet")  # the default also --no-align, --no-views and zoomed
     assert [(r[0], r[1]) for r in detection] == [(d, images) for d in variants for images in ("3 scenes", "2 frames", "1 photo")]
     for r in detection:
         assert 0 <= float(r[3]) <= 100 and float(r[7]) >= 0 and float(r[8]) > 0, r  # recall, false alarms, ms

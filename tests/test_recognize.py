@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from ferkit.benchmark import PHOTOS, match, photos
 from ferkit.classify import crop_face, upright_face
-from ferkit.data import FERData
+from ferkit.data import EMOTIONS, FERData
 from ferkit.detect import to_gray
-from ferkit.recognize import EmotionRecognizer, RecognizerConfig, recognize_source
-from ferkit.scenes import compose_scene
+from ferkit.recognize import VIEW_MARGINS, EmotionRecognizer, RecognizerConfig, recognize_source
+from ferkit.scenes import compose_scene, random_scenes
 from ferkit.sources import Images, Video
 from ferkit.track import iou
 
@@ -35,32 +36,55 @@ def test_astronaut_smiles(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarr
 
 def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer, fer: FERData) -> None:
     """Pipeline = detector + crop + classifier: in composed scenes of known faces, each face found
-    gets its box, exactly the classifier's answer on its crop turned upright by its landmarks, and
+    gets its box, exactly the classifier's answer averaged over its four views (its crop turned
+    upright by its landmarks, grown by 5% per side, each mirrored; one crop with --no-views), and
     mostly the classifier's answer on the original 48x48 face (the crop is not the original: 169 of
-    193 agree with the shipped model, measured, 174 cropping the box: these faces are not turned,
-    and turning upright a face whose original is tilted moves it away from that original).
+    193 agree with the shipped model, measured, with views and with one crop alike: these faces are
+    large, upright and on a flat background, where one crop is already framed well).
 
     FER2013's faces are tight crops without a head around them, hard for a detector: CenterFace
     found 193 of these 200 (4 more detections framed part of a face), the Haar cascade 118."""
     test = fer.split("PrivateTest")
     probs = recognizer.classifier.predict_proba(test.pixels[:200])
-    found = agree = false_alarms = 0
+    one_view = EmotionRecognizer(views=False)
+    agree = {True: 0, False: 0}
+    found = false_alarms = 0
     for k in range(0, 200, 4):
         scene, boxes = compose_scene(test.pixels[k : k + 4])
-        faces, detections = recognizer.predict(scene), recognizer.detector(scene)
-        assert [f.box for f in faces] == [d.box for d in detections]
+        faces, single, detections = recognizer.predict(scene), one_view.predict(scene), recognizer.detector(scene)
+        assert [f.box for f in faces] == [f.box for f in single] == [d.box for d in detections]
         if faces:
-            crops = np.stack([upright_face(scene[:, :, 0], d.box, d.landmarks) for d in detections])  # the default detector gives landmarks
-            assert [f.label for f in faces] == [recognizer.labels[i] for i in recognizer.classifier.predict_proba(crops).argmax(1)]
-        for face in faces:
+            crops = [np.stack([upright_face(scene[:, :, 0], d.box, d.landmarks, m) for d in detections]) for m in VIEW_MARGINS]  # the default detector gives landmarks
+            views = sum(recognizer.classifier.predict_proba(c) + recognizer.classifier.predict_proba(c[:, :, ::-1].copy()) for c in crops)
+            assert [f.label for f in faces] == [recognizer.labels[i] for i in views.argmax(1)]
+            assert [f.label for f in single] == [recognizer.labels[i] for i in recognizer.classifier.predict_proba(crops[0]).argmax(1)]
+        for face, one in zip(faces, single):
             match = [i for i, box in enumerate(boxes) if iou(face.box, box) > 0.4]
             if not match:
                 false_alarms += 1
                 continue
             found += 1
-            agree += face.label == recognizer.labels[probs[k + match[0]].argmax()]
+            agree[True] += face.label == recognizer.labels[probs[k + match[0]].argmax()]
+            agree[False] += one.label == recognizer.labels[probs[k + match[0]].argmax()]
     assert found >= 0.9 * 200 and false_alarms <= 8
-    assert agree >= 0.8 * found
+    assert agree[True] >= 0.8 * found and agree[False] >= 0.8 * found
+
+
+def test_views_give_more_faces_their_label_in_benchmark_scenes(recognizer: EmotionRecognizer, fer: FERData) -> None:
+    """Where the detector's box misses the face's square a little (turned faces, 30-300 px, busy
+    backgrounds: the benchmark's scenes), averaging four views gives more faces their FER2013 label
+    than one crop of the same detections: 231 against 224 of 343 faces in these 150 PublicTest
+    scenes, measured with the shipped model."""
+    test = fer.split("PublicTest")
+    one_view = EmotionRecognizer(views=False)
+    right = {True: 0, False: 0}
+    for scene in random_scenes(test.pixels, 150, seed=1, photos=photos(*PHOTOS)):
+        gray = to_gray(scene.image)
+        detections = recognizer.detect(scene.image, gray)
+        for views, r in ((True, recognizer), (False, one_view)):
+            faces = r.classify(gray, detections)
+            right[views] += sum(faces[j].label == EMOTIONS[test.labels[scene.faces[i]]] for i, j in match(scene.boxes, faces).items())
+    assert right[True] >= right[False] + 4
 
 
 def test_crops_are_turned_upright_by_landmarks_unless_told_not_to(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:

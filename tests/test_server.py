@@ -73,7 +73,7 @@ def test_health_model_docs_and_page(client: TestClient) -> None:
     assert model["labels"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert "PrivateTest_accuracy" in model["metrics"] or "PublicTest_accuracy" in model["metrics"]
     assert model["options"] == {"model": None, "detector": "centerface", "min_face": None, "min_score": None, "margin": 0.0, "align": True,
-                                "tta": False, "detect_size": None, "detect_zoom": 1.0, "detect_every": 10}  # RecognizerConfig's fields
+                                "views": True, "tta": False, "detect_size": None, "detect_zoom": 1.0, "detect_every": 10}  # RecognizerConfig's fields
     page = client.get("/").text
     assert "getUserMedia" not in page and '<script src="/static/app.js">' in page
     assert "getUserMedia" in client.get("/static/app.js").text

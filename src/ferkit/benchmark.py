@@ -436,9 +436,10 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
     for column in ("detector", "crop scale", *(f"{o:+.2f} down" for o in OFFSETS)):
         framing.add_column(column, justify="right", no_wrap=column == "detector")
     captions = []
-    # Each detector as the pipeline runs it, and the default one with --no-align and with a zoomed search too.
+    # Each detector as the pipeline runs it, and the default one with --no-align, --no-views and a zoomed search too.
     default = RecognizerConfig().detector
-    variants = [(name, {}) for name in DETECTORS] + [(f"{default} --no-align", {"align": False}), (f"{default} --detect-zoom {ZOOM:g}", {"detect_zoom": ZOOM})]
+    variants = [(name, {}) for name in DETECTORS] + [(f"{default} --no-align", {"align": False}), (f"{default} --no-views", {"views": False}),
+                                                     (f"{default} --detect-zoom {ZOOM:g}", {"detect_zoom": ZOOM})]
     for name, options in sorted(variants):
         recognizer = EmotionRecognizer(model=model, detector=name.split()[0], **options)
         r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds))
