@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 DETECT_EVERY = 10  # video and camera: a full face search every 10th frame (1/3 s at 30 FPS), faces followed between
 STREAM_DETECT_SIZE = 320  # video and camera: faces searched in frames shrunk to 320 px (`ferkit benchmark pipeline`)
 # With `views`, each face is classified as its box cropped and grown by 5% per side, each also
-# mirrored, and the four answers averaged: a detector's box misses the face's true square by some
-# 5% of its side and 8% in scale, and one crop's answer moves with that error. Chosen on PublicTest
-# scenes: more faces given their label than either half alone, and three sizes gained no more than
-# two (`ferkit benchmark detect` shows the default beside --no-views).
+# mirrored, and the four answers averaged: a detector's box misses the face's true square by a few
+# percent of its side, in place and in size, and one crop's answer moves with that error. Chosen on
+# PublicTest scenes: more faces given their label than either half alone, and three sizes gained no
+# more than two (`ferkit benchmark detect` shows the default beside --no-views).
 VIEW_MARGINS = (0.0, 0.05)
 
 
