@@ -59,13 +59,13 @@ def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer,
             assert [f.label for f in faces] == [recognizer.labels[i] for i in views.argmax(1)]
             assert [f.label for f in single] == [recognizer.labels[i] for i in recognizer.classifier.predict_proba(crops[0]).argmax(1)]
         for face, one in zip(faces, single):
-            match = [i for i, box in enumerate(boxes) if iou(face.box, box) > 0.4]
-            if not match:
+            hit = [i for i, box in enumerate(boxes) if iou(face.box, box) > 0.4]
+            if not hit:
                 false_alarms += 1
                 continue
             found += 1
-            agree[True] += face.label == recognizer.labels[probs[k + match[0]].argmax()]
-            agree[False] += one.label == recognizer.labels[probs[k + match[0]].argmax()]
+            agree[True] += face.label == recognizer.labels[probs[k + hit[0]].argmax()]
+            agree[False] += one.label == recognizer.labels[probs[k + hit[0]].argmax()]
     assert found >= 0.9 * 200 and false_alarms <= 8
     assert agree[True] >= 0.8 * found and agree[False] >= 0.8 * found
 

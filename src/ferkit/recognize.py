@@ -46,7 +46,7 @@ class RecognizerConfig:
     min_score: float | None = field(default=None, metadata={"help": "Lowest detector score to keep (default: the detector's own; centerface keeps 0.4 of it where the landmarks have a face's shape)."})
     margin: float = field(default=0.0, metadata={"help": "Grow each face box by this fraction per side before cropping."})
     align: bool = field(default=True, metadata={"help": "Turn each face upright by its eyes, nose and mouth before cropping its box (detectors that find landmarks: centerface); --no-align crops the box as it is."})
-    views: bool = field(default=True, metadata={"help": "Average each face's answer over four crops: its box as it is and grown by 5% per side, each also mirrored; --no-views classifies one crop (a little faster, less accurate on photos)."})
+    views: bool = field(default=True, metadata={"help": "Average each face's answer over four crops: its box as it is and grown by 5% per side, each also mirrored; --no-views classifies one crop (faster; its answer moves more with the box's error)."})
     tta: bool = field(default=False, metadata={"help": "Test-time augmentation (mirror and shifted crops of each crop): slower, a little more accurate."})
     detect_size: int | None = field(default=None, metadata={"help": "Search for faces in frames shrunk to at most this many pixels wide or high (speed)."})
     detect_zoom: float = field(default=1.0, metadata={"min": 1.0, "help": "Also search each image enlarged this many times (2: twice as wide) and keep what either search finds: more small and blurry faces, for about 5x the search time."})
