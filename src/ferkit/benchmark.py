@@ -343,14 +343,23 @@ class SceneResults:
         return np.array(self.labels) >= 0
 
 
-def run_scenes(recognizer: EmotionRecognizer, scenes: Iterable[Scene]) -> SceneResults:
-    """Detect and classify each scene as `predict` does (timing the detector), and match the faces found to the known ones."""
+def run_scenes(recognizer: EmotionRecognizer, scenes: Iterable[Scene], searched: list | None = None) -> SceneResults:
+    """Detect and classify each scene as `predict` does (timing the detector), and match the faces
+    found to the known ones. `searched` holds each scene's (detections, seconds): an empty list is
+    filled, a filled one is used instead of searching again, for recognizers that only crop or
+    classify differently (--no-align, --no-views)."""
     r = SceneResults()
-    for scene in scenes:
+    for j, scene in enumerate(scenes):
         gray = to_gray(scene.image)
-        start = time.perf_counter()
-        detections = recognizer.detect(scene.image, gray)
-        r.seconds += time.perf_counter() - start
+        if searched is not None and j < len(searched):
+            detections, seconds = searched[j]
+        else:
+            start = time.perf_counter()
+            detections = recognizer.detect(scene.image, gray)
+            seconds = time.perf_counter() - start
+            if searched is not None:
+                searched.append((detections, seconds))
+        r.seconds += seconds
         faces = recognizer.classify(gray, detections)
         hits = match(scene.boxes, faces)
         r.images += 1
@@ -440,9 +449,14 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
     default = RecognizerConfig().detector
     variants = [(name, {}) for name in DETECTORS] + [(f"{default} --no-align", {"align": False}), (f"{default} --no-views", {"views": False}),
                                                      (f"{default} --detect-zoom {ZOOM:g}", {"detect_zoom": ZOOM})]
+    # Variants that differ only after the search (--no-align, --no-views) reuse the default's: its
+    # detections and seconds per scene, and its counts on the frames and the photo.
+    searches: dict[tuple, list] = {}
+    one_face: dict[tuple, tuple[int, int, float]] = {}
     for name, options in sorted(variants):
         recognizer = EmotionRecognizer(model=model, detector=name.split()[0], **options)
-        r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds))
+        search = (recognizer.config.detector, recognizer.config.detect_zoom)
+        r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds), searches.setdefault(search, []))
         faces, labels, found, sides = np.array(r.faces, int), np.array(r.labels), r.found, np.array(r.sides)
         reference = recognizer.classifier.predict_proba(test.pixels[faces]).argmax(1)
         by_side = [percent(found[(sides >= a) & (sides < b)].sum(), ((sides >= a) & (sides < b)).sum()) for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
@@ -454,7 +468,9 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                           percent((squares == test.labels[faces]).sum(), len(faces)),
                           percent((reference == test.labels[faces]).sum(), len(faces)))
         for kind, images in (("frames", clip), ("photo", [astronaut])):
-            hit, extra, seconds = one_face_images(recognizer, images)
+            if (search, kind) not in one_face:
+                one_face[search, kind] = one_face_images(recognizer, images)
+            hit, extra, seconds = one_face[search, kind]
             detection.add_row(name, f"{len(images)} {kind}", str(len(images)), percent(hit, len(images)), *["-"] * len(bins),
                               f"{extra / len(images):.3f}", f"{seconds * 1000 / len(images):.1f}", *["-"] * 5,
                               end_section=kind == "photo")
