@@ -82,7 +82,7 @@ def test_bad_model_is_one_line_exit_2(small_data: Path, tmp_path: Path) -> None:
 
 # Each shipped model: the accuracy floor this release promises (issue 3's goals: 0.735 and 0.88) and
 # the PrivateTest images it is scored on (FER+ leaves out rows whose majority is contempt, unknown or not a face).
-SHIPPED = {"fer2013": (0.695, 3589), "ferplus": (0.825, 3519)}
+SHIPPED = {"fer2013": (0.715, 3589), "ferplus": (0.825, 3519)}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
