@@ -38,9 +38,10 @@ def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer,
     """Pipeline = detector + crop + classifier: in composed scenes of known faces, each face found
     gets its box, exactly the classifier's answer averaged over its four views (its crop turned
     upright by its landmarks, grown by 5% per side, each mirrored; one crop with --no-views), and
-    mostly the classifier's answer on the original 48x48 face (the crop is not the original: 169 of
-    193 agree with the shipped model, measured, with views and with one crop alike: these faces are
-    large, upright and on a flat background, where one crop is already framed well).
+    mostly the classifier's answer on the original 48x48 face (the crop is not the original: 170 of
+    193 agree with the model of commit ce40de9 with views, 168 with one crop, 169 with either for
+    the model before: these faces are large, upright and on a flat background, where one crop is
+    already framed well).
 
     FER2013's faces are tight crops without a head around them, hard for a detector: CenterFace
     found 193 of these 200 (4 more detections framed part of a face), the Haar cascade 118."""
@@ -73,8 +74,8 @@ def test_scenes_of_fer_faces_match_the_classifier(recognizer: EmotionRecognizer,
 def test_views_give_more_faces_their_label_in_benchmark_scenes(recognizer: EmotionRecognizer, fer: FERData) -> None:
     """Where the detector's box misses the face's square a little (turned faces, 30-300 px, busy
     backgrounds: the benchmark's scenes), averaging four views gives more faces their FER2013 label
-    than one crop of the same detections: 231 against 224 of 343 faces in these 150 PublicTest
-    scenes, measured with the shipped model."""
+    than one crop of the same detections: 241 against 236 of 343 faces in these 150 PublicTest
+    scenes, measured with the model of commit ce40de9 (231 against 224 with the one before)."""
     test = fer.split("PublicTest")
     one_view = EmotionRecognizer(views=False)
     right = {True: 0, False: 0}
@@ -84,7 +85,7 @@ def test_views_give_more_faces_their_label_in_benchmark_scenes(recognizer: Emoti
         for views, r in ((True, recognizer), (False, one_view)):
             faces = r.classify(gray, detections)
             right[views] += sum(faces[j].label == EMOTIONS[test.labels[scene.faces[i]]] for i, j in match(scene.boxes, faces).items())
-    assert right[True] >= right[False] + 4
+    assert right[True] >= right[False] + 3
 
 
 def test_crops_are_turned_upright_by_landmarks_unless_told_not_to(recognizer: EmotionRecognizer, astronaut_bgr: np.ndarray) -> None:
