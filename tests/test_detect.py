@@ -118,7 +118,7 @@ def test_detector_on_lfw_faces_and_non_faces(name: str, floor: float) -> None:
 
 # The first 40 scenes of `ferkit benchmark detect` (seed 0): 30-300 px faces, turned, cut by the
 # edge, on flat, noisy, gradient and photo backgrounds, darker and brighter (98 faces). Measured
-# with the model of commit ce40de9: haar found 39, 72% of them labelled as their original (82% with
+# with the model of commit ce40de9: haar found 39, 72% of them labelled as their original (85% with
 # the model before, whose answers moved less with the crop), 6 false alarms; centerface (turned
 # upright) 97, 80%, none (96 without YuNet's second opinion, 95 without mirrored second looks either,
 # 89 without second looks, 83 without the unsure faces whose landmarks have a face's shape too);
