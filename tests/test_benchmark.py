@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> 
     assert [(r[0], r[1]) for r in framing] == [(d, f"{s:.1f}") for d in variants for s in SCALES]
     assert sum(c.endswith("*") for r in framing for c in r[2:]) == len(variants)  # one best cell a variant
     assert all(0 <= float(c.rstrip("*")) <= 100 for r in framing for c in r[2:])
+    # Each variant's caption splits the faces found: given their label, by their known squares, by their originals.
+    text = " ".join(line.strip() for line in out.splitlines())
+    split = re.findall(r"the faces found given their label ([\d.]+)%, by their known squares ([\d.]+)%, by their originals ([\d.]+)%", text)
+    assert len(split) == len(variants) and all(0 <= float(v) <= 100 for row in split for v in row), split
 
 
 def test_batch_benchmark_table(fer_npz: Path) -> None:
