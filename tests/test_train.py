@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import ferkit
 from ferkit.checkpoints import predict_logits, to_input
@@ -20,7 +21,7 @@ from ferkit.data import FERData, load, load_ferplus, with_votes
 from ferkit.errors import ModelError, RunError
 from ferkit.models import create_model
 from ferkit.runs import TrainConfig, train_command
-from ferkit.train import augment, class_weights, learning_rate, recalibrate_bn, refit_batchnorm, teacher_targets, train
+from ferkit.train import LOW_RES_SIDES, augment, class_weights, learning_rate, low_res_maps, recalibrate_bn, refit_batchnorm, teacher_targets, train
 
 
 def test_training_run_writes_config_log_and_checkpoints(tiny_run: Path) -> None:
@@ -59,6 +60,18 @@ def test_augment_is_seeded_and_normalised(fer: FERData) -> None:
     assert (detail(shrunk) < 0.9 * detail(x)).all() and (shrunk - x).abs().mean() < 0.2
     half = augment(faces, replace(still, low_res=0.5), torch.Generator().manual_seed(3))
     assert 6 <= ((half - x).abs().amax(dim=(1, 2, 3)) > 1e-4).sum() <= 26
+
+
+def test_low_res_maps_shrink_and_enlarge_faces_as_interpolation_does(fer: FERData) -> None:
+    """--low-res's one product per face is the face shrunk to its side by area and enlarged back bicubically."""
+    faces = torch.from_numpy(fer.pixels[:8]).float().unsqueeze(1) / 255
+    maps = low_res_maps(48, torch.device("cpu"))
+    assert maps.shape == (LOW_RES_SIDES[1] - LOW_RES_SIDES[0] + 1, 48, 48)
+    for side in (LOW_RES_SIDES[0], 27, LOW_RES_SIDES[1]):
+        m = maps[side - LOW_RES_SIDES[0]]
+        expected = F.interpolate(F.interpolate(faces, size=(side, side), mode="area"), size=(48, 48), mode="bicubic", align_corners=False)
+        assert torch.allclose(m @ faces @ m.T, expected, atol=1e-5)
+        assert not torch.allclose(m @ faces @ m.T, faces, atol=1e-2)  # detail is lost
 
 
 def test_recalibrate_bn_measures_clean_faces(fer: FERData) -> None:
