@@ -461,15 +461,14 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
         search = (recognizer.config.detector, recognizer.config.detect_zoom)
         r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds), searches.setdefault(search, []))
         faces, labels, found, sides = np.array(r.faces, int), np.array(r.labels), r.found, np.array(r.sides)
-        reference = recognizer.classifier.predict_proba(test.pixels[faces]).argmax(1)
+        reference, truth = recognizer.classifier.predict_proba(test.pixels[faces]).argmax(1), test.labels[faces]
         by_side = [percent(found[(sides >= a) & (sides < b)].sum(), ((sides >= a) & (sides < b)).sum()) for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
         agree = found & (labels == reference)
         squares = recognizer.classifier.predict_proba(np.stack(r.squares)).argmax(1)  # a perfect detector's answers
         detection.add_row(name, f"{r.images} scenes", str(len(faces)), percent(found.sum(), len(faces)), *by_side,
                           f"{r.false_alarms / r.images:.3f}", f"{r.seconds * 1000 / r.images:.1f}", percent(agree.sum(), len(faces)),
-                          percent(agree.sum(), found.sum()), percent((found & (labels == test.labels[faces])).sum(), len(faces)),
-                          percent((squares == test.labels[faces]).sum(), len(faces)),
-                          percent((reference == test.labels[faces]).sum(), len(faces)))
+                          percent(agree.sum(), found.sum()), percent((found & (labels == truth)).sum(), len(faces)),
+                          percent((squares == truth).sum(), len(faces)), percent((reference == truth).sum(), len(faces)))
         for kind, images in (("frames", clip), ("photo", [astronaut])):
             if (search, kind) not in one_face:
                 one_face[search, kind] = one_face_images(recognizer, images)
@@ -487,10 +486,9 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                 framing.add_row(name, f"{scale:.1f}", *(f"{v:.1f}" + ("*" if (i, j) == best else "") for j, v in enumerate(grid[i])),
                                 end_section=i == len(SCALES) - 1)
             known, box = np.array([p[0] for p in r.pairs], float), np.array([p[1] for p in r.pairs], float)
-            truth = test.labels[faces][found]
             captions.append(f"{name}: the known square itself {(squares == reference)[found].mean() * 100:.1f}%; the faces found given their "
-                            f"label {(labels[found] == truth).mean() * 100:.1f}%, by their known squares {(squares[found] == truth).mean() * 100:.1f}%, "
-                            f"by their originals {(reference[found] == truth).mean() * 100:.1f}%; median known side / box side "
+                            f"label {(labels == truth)[found].mean() * 100:.1f}%, by their known squares {(squares == truth)[found].mean() * 100:.1f}%, "
+                            f"by their originals {(reference == truth)[found].mean() * 100:.1f}%; median known side / box side "
                             f"{np.median(known[:, 2] / box[:, 3]):.2f}, known centre below the box's by "
                             f"{np.median((known[:, 1] + known[:, 3] / 2 - box[:, 1] - box[:, 3] / 2) / box[:, 3]):+.3f} of its height")
     framing.caption = ("Crops of the detected box, scaled (margin m per side is scale 1 + 2m) and moved down by a share of its "
