@@ -47,6 +47,10 @@ def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> 
     text = " ".join(line.strip() for line in out.splitlines())
     split = re.findall(r"the faces found given their label ([\d.]+)%, by their known squares ([\d.]+)%, by their originals ([\d.]+)%", text)
     assert len(split) == len(variants) and all(0 <= float(v) <= 100 for row in split for v in row), split
+    # and, side by side, how often the faces found of each size get their label and their originals do.
+    bands = re.findall(r"\(by side, their label against their originals': 30-59 px ([\d.-]+)% against ([\d.-]+)%, "
+                       r"60-119 px ([\d.-]+)% against ([\d.-]+)%, 120-300 px ([\d.-]+)% against ([\d.-]+)%\)", text)
+    assert len(bands) == len(variants) and all(v == "-" or 0 <= float(v) <= 100 for row in bands for v in row), bands
 
 
 def test_batch_benchmark_table(fer_npz: Path) -> None:

@@ -486,9 +486,14 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                 framing.add_row(name, f"{scale:.1f}", *(f"{v:.1f}" + ("*" if (i, j) == best else "") for j, v in enumerate(grid[i])),
                                 end_section=i == len(SCALES) - 1)
             known, box = np.array([p[0] for p in r.pairs], float), np.array([p[1] for p in r.pairs], float)
+            # Where the loss lies by size: a face drawn under 48 px keeps fewer pixels than its original.
+            bands = [(a, b, found & (sides >= a) & (sides < b)) for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
+            by_band = ", ".join(f"{a}-{b - 1} px {percent((labels == truth)[m].sum(), m.sum())}% against "
+                                f"{percent((reference == truth)[m].sum(), m.sum())}%" for a, b, m in bands)
             captions.append(f"{name}: the known square itself {(squares == reference)[found].mean() * 100:.1f}%; the faces found given their "
                             f"label {(labels == truth)[found].mean() * 100:.1f}%, by their known squares {(squares == truth)[found].mean() * 100:.1f}%, "
-                            f"by their originals {(reference == truth)[found].mean() * 100:.1f}%; median known side / box side "
+                            f"by their originals {(reference == truth)[found].mean() * 100:.1f}% (by side, their label against their "
+                            f"originals': {by_band}); median known side / box side "
                             f"{np.median(known[:, 2] / box[:, 3]):.2f}, known centre below the box's by "
                             f"{np.median((known[:, 1] + known[:, 3] / 2 - box[:, 1] - box[:, 3] / 2) / box[:, 3]):+.3f} of its height")
     framing.caption = ("Crops of the detected box, scaled (margin m per side is scale 1 + 2m) and moved down by a share of its "
