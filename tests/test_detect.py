@@ -85,9 +85,9 @@ def test_nms_keeps_the_best_of_each_overlapping_group_and_every_lone_box() -> No
 
 def test_a_zoomed_search_finds_the_small_faces_of_a_group_photo(fer: FERData, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three rows of twelve 48 px faces in a photo 1876 px wide: searched at 640 px they are 16 px
-    and lost (measured when added: none found; YuNet's second opinion, at 1280 px, finds 6 sure of
-    them alone and 16 with its less sure finds that CenterFace agrees with); second looks at the
-    unsure places find more (15 when added, 18 with YuNet's sure finds, 21 with its agreed ones);
+    and lost (measured when added: none found; YuNet's second opinion, at 1280 px, finds 6 by its
+    sure finds and 16 with the less sure ones CenterFace agrees with); second looks at the unsure
+    places find more (15 when added, 18 with YuNet's sure finds, 21 with the agreed ones too);
     `detect_zoom=2` searches it at 1280 px as well and finds them (35 of 36, no false alarm)."""
     faces = fer.split("PrivateTest").pixels[:36]
     rows = [compose_scene(faces[k : k + 12], size=48, gap=100) for k in (0, 12, 24)]
