@@ -223,20 +223,28 @@ def test_a_box_within_or_around_a_better_one_is_dropped(fer: FERData, monkeypatc
             assert faces.setdefault(k, sorted(hits)) == sorted(hits) and len(found) - len(hits) == (0 if centres else 1), (centres, found)
 
 
+def faces_found(scenes: list[Scene], chosen: tuple[int, ...], monkeypatch: pytest.MonkeyPatch, setting: str,
+                values: tuple[object, ...]) -> dict[tuple[object, int], int]:
+    """How many faces of each chosen scene the default detector finds with a `detect` setting at each
+    value, {(value, scene): faces}, checking that it boxes nothing else there."""
+    counts = {}
+    for value in values:
+        monkeypatch.setattr(detect, setting, value)
+        detector = create_detector("centerface")
+        for k in chosen:
+            found = detector(scenes[k].image)
+            hits = match(scenes[k].boxes, found)
+            assert len(hits) == len(found), (setting, value, k, found)
+            counts[value, k] = len(hits)
+    return counts
+
+
 def test_yunet_s_second_opinion_finds_close_crops(fer: FERData, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two close-cropped PublicTest faces of `ferkit benchmark detect --split PublicTest --seed 1`
     (scenes 115 and 239) that CenterFace scores under its floors and YuNet finds on the image
     enlarged: found with SECOND_OPINION and not without, with no false alarm in their scenes."""
     scenes = list(random_scenes(fer.split("PublicTest").pixels, 240, seed=1, photos=photos(*PHOTOS)))
-    counts = {}
-    for opinion in (True, False):
-        monkeypatch.setattr(detect, "SECOND_OPINION", opinion)
-        detector = create_detector("centerface")
-        for k in (115, 239):
-            found = detector(scenes[k].image)
-            hits = match(scenes[k].boxes, found)
-            assert len(hits) == len(found), (opinion, k, found)
-            counts[opinion, k] = len(hits)
+    counts = faces_found(scenes, (115, 239), monkeypatch, "SECOND_OPINION", (True, False))
     assert all(counts[True, k] == counts[False, k] + 1 for k in (115, 239)), counts
 
 
@@ -246,13 +254,6 @@ def test_yunet_s_less_sure_finds_are_kept_where_centerface_agrees(fer: FERData, 
     under OPINION_SCORE, where CenterFace's search scored a place of a face's shape: found with
     OPINION_FLOOR and not with the sure finds alone, with no false alarm in their scenes."""
     scenes = list(random_scenes(fer.split("PublicTest").pixels, 472, seed=1, photos=photos(*PHOTOS)))
-    counts, agreed, sure = {}, detect.OPINION_FLOOR, detect.OPINION_SCORE
-    for floor in (agreed, sure):
-        monkeypatch.setattr(detect, "OPINION_FLOOR", floor)
-        detector = create_detector("centerface")
-        for k in (280, 471):
-            found = detector(scenes[k].image)
-            hits = match(scenes[k].boxes, found)
-            assert len(hits) == len(found), (floor, k, found)
-            counts[floor, k] = len(hits)
+    agreed, sure = detect.OPINION_FLOOR, detect.OPINION_SCORE
+    counts = faces_found(scenes, (280, 471), monkeypatch, "OPINION_FLOOR", (agreed, sure))
     assert all(counts[agreed, k] == 1 and counts[sure, k] == 0 for k in (280, 471)), counts
