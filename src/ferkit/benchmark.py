@@ -462,7 +462,8 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
         r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds), searches.setdefault(search, []))
         faces, labels, found, sides = np.array(r.faces, int), np.array(r.labels), r.found, np.array(r.sides)
         reference, truth = recognizer.classifier.predict_proba(test.pixels[faces]).argmax(1), test.labels[faces]
-        by_side = [percent(found[(sides >= a) & (sides < b)].sum(), ((sides >= a) & (sides < b)).sum()) for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
+        bands = [(a, b, (sides >= a) & (sides < b)) for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
+        by_side = [percent(found[m].sum(), m.sum()) for _, _, m in bands]
         agree = found & (labels == reference)
         squares = recognizer.classifier.predict_proba(np.stack(r.squares)).argmax(1)  # a perfect detector's answers
         detection.add_row(name, f"{r.images} scenes", str(len(faces)), percent(found.sum(), len(faces)), *by_side,
@@ -487,9 +488,9 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
                                 end_section=i == len(SCALES) - 1)
             known, box = np.array([p[0] for p in r.pairs], float), np.array([p[1] for p in r.pairs], float)
             # Where the loss lies by size: a face drawn under 48 px keeps fewer pixels than its original.
-            bands = [(a, b, found & (sides >= a) & (sides < b)) for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
+            found_by_band = [(a, b, found & m) for a, b, m in bands]
             by_band = ", ".join(f"{a}-{b - 1} px {percent((labels == truth)[m].sum(), m.sum())}% against "
-                                f"{percent((reference == truth)[m].sum(), m.sum())}%" for a, b, m in bands)
+                                f"{percent((reference == truth)[m].sum(), m.sum())}%" for a, b, m in found_by_band)
             captions.append(f"{name}: the known square itself {(squares == reference)[found].mean() * 100:.1f}%; the faces found given their "
                             f"label {(labels == truth)[found].mean() * 100:.1f}%, by their known squares {(squares == truth)[found].mean() * 100:.1f}%, "
                             f"by their originals {(reference == truth)[found].mean() * 100:.1f}% (by side, their label against their "
