@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import ferkit
-from ferkit.benchmark import SCALES, fer_landmarks, match, symmetric
+from ferkit.benchmark import SCALES, fer_landmarks, match, run_scenes, symmetric
 from ferkit.classify import FER_LANDMARKS
 from ferkit.data import SPLITS, FERData
 from ferkit.detect import CenterFaceDetector
+from ferkit.recognize import EmotionRecognizer
 from ferkit.results import Detection
+from ferkit.scenes import Scene, compose_scene
 
 
 def test_models_benchmark_table() -> None:
@@ -37,6 +39,7 @@ def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> 
     detection, framing = [r for r in rows if len(r) == 14], [r for r in rows if len(r) == 7]
     variants = ("centerface", "centerface --detect-zoom 2", "centerface --no-align", "centerface --no-views", "haar", "yunet")  # the default also --no-align, --no-views and zoomed
     assert [(r[0], r[1]) for r in detection] == [(d, images) for d in variants for images in ("3 scenes", "2 frames", "1 photo")]
+    assert "not counted: the images FER+ calls no face" in " ".join(out.split())  # fer2013new.csv lies beside the data
     for r in detection:
         assert 0 <= float(r[3]) <= 100 and float(r[7]) >= 0 and float(r[8]) > 0, r  # recall, false alarms, ms
     assert all(0 <= float(c) <= 100 for r in detection[::3] for c in r[9:])  # the scene-accuracy columns
@@ -51,6 +54,22 @@ def test_detect_benchmark_prints_detection_and_framing_tables(fer_npz: Path) -> 
     bands = re.findall(r"\(by side, their label against their originals': 30-59 px ([\d.-]+)% against ([\d.-]+)%, "
                        r"60-119 px ([\d.-]+)% against ([\d.-]+)%, 120-300 px ([\d.-]+)% against ([\d.-]+)%\)", text)
     assert len(bands) == len(variants) and all(v == "-" or 0 <= float(v) <= 100 for row in bands for v in row), bands
+
+
+def test_faces_not_counted_are_neither_found_nor_missed_nor_false_alarms(fer: FERData) -> None:
+    """A scene of a PublicTest face beside a black square (FER2013 holds a dozen): counted, the
+    square is a face missed; left out, as FER+'s non-faces are, it is not; and the box on a face
+    left out is no false alarm."""
+    face = fer.split("PublicTest").pixels[2]
+    image, boxes = compose_scene(np.stack([face, np.zeros_like(face)]))
+    scene = [Scene(image, boxes, [0, 1])]
+    recognizer = EmotionRecognizer()
+    every = run_scenes(recognizer, scene)
+    assert every.faces == [0, 1] and every.found.tolist() == [True, False] and every.false_alarms == 0
+    faces = run_scenes(recognizer, scene, counted=np.array([True, False]))
+    assert faces.faces == [0] and faces.found.tolist() == [True] and faces.false_alarms == 0
+    square = run_scenes(recognizer, scene, counted=np.array([False, True]))
+    assert square.faces == [1] and square.found.tolist() == [False] and square.false_alarms == 0
 
 
 def test_batch_benchmark_table(fer_npz: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ferkit
-from ferkit.data import EMOTIONS, FERPLUS_COLUMNS, SPLITS, DataError, FERData, load, normalize
+from ferkit.data import EMOTIONS, FERPLUS_COLUMNS, SPLITS, DataError, FERData, ferplus_faces, load, normalize
 
 # Per class Training / PublicTest / PrivateTest counts from the data's README.
 COUNTS = {
@@ -74,6 +74,22 @@ def test_ferplus_majority_and_soft_labels(fer_npz: Path, ferplus_csv: Path) -> N
     assert np.isclose(plus.soft[0][EMOTIONS.index("angry")], votes["anger"] / 10)
     # FER+ keeps the official splits: its PrivateTest rows are FER2013's PrivateTest rows.
     assert 3000 < len(plus.split("PrivateTest")) <= 3589
+
+
+def test_ferplus_faces_are_the_rows_it_names_and_does_not_vote_no_face(fer: FERData, ferplus_csv: Path, tmp_path: Path) -> None:
+    """FER+ leaves FER2013's non-faces unnamed or votes them NF: every all-black image is among them,
+    and so is a row named but voted NF, while a few hundred rows at most are."""
+    faces = ferplus_faces(ferplus_csv, len(fer))
+    black = fer.pixels.reshape(len(fer), -1).max(1) == 0
+    assert black.sum() >= 10 and not faces[black].any()
+    assert 0 < (~faces).sum() < 300
+    header = ["Usage", "Image name", *FERPLUS_COLUMNS]
+    rows = [["Training", "fer0.png", 9, *[0] * 8, 1], ["Training", "", 0, *[0] * 8, 10], ["Training", "fer2.png", 2, *[0] * 8, 8]]
+    with open(tmp_path / "votes.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    assert ferplus_faces(tmp_path / "votes.csv", 3).tolist() == [True, False, False]
+    with pytest.raises(DataError, match="3 rows, but the FER2013 data has 4"):
+        ferplus_faces(tmp_path / "votes.csv", 4)
 
 
 def test_subset_is_stratified(fer: FERData) -> None:

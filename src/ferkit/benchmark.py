@@ -36,7 +36,7 @@ from rich.table import Table
 from .annotate import draw, draw_fps
 from .classify import ASSETS, FER_LANDMARKS, EmotionClassifier, crop_face, model_path, upright_face
 from .cluster import free_ports, local_cluster
-from .data import IMAGE_SIZE, load, normalize
+from .data import IMAGE_SIZE, SPLITS, ferplus_faces, load, normalize
 from .detect import DETECTORS, CenterFaceDetector, to_gray
 from .errors import FerkitError
 from .predict import predict
@@ -343,11 +343,13 @@ class SceneResults:
         return np.array(self.labels) >= 0
 
 
-def run_scenes(recognizer: EmotionRecognizer, scenes: Iterable[Scene], searched: list | None = None) -> SceneResults:
+def run_scenes(recognizer: EmotionRecognizer, scenes: Iterable[Scene], searched: list | None = None,
+               counted: np.ndarray | None = None) -> SceneResults:
     """Detect and classify each scene as `predict` does (timing the detector), and match the faces
     found to the known ones. `searched` holds each scene's (detections, seconds): an empty list is
     filled, a filled one is used instead of searching again, for recognizers that only crop or
-    classify differently (--no-align, --no-views)."""
+    classify differently (--no-align, --no-views). Faces whose `counted` (by the index of the face a
+    scene was made of) is False are left out: neither found nor missed, and a box on one no false alarm."""
     r = SceneResults()
     for j, scene in enumerate(scenes):
         gray = to_gray(scene.image)
@@ -365,6 +367,8 @@ def run_scenes(recognizer: EmotionRecognizer, scenes: Iterable[Scene], searched:
         r.images += 1
         r.false_alarms += len(faces) - len(hits)
         for i, (k, box) in enumerate(zip(scene.faces, scene.boxes)):
+            if counted is not None and not counted[k]:
+                continue
             r.faces.append(k)
             r.sides.append(box[2])
             r.labels.append(recognizer.labels.index(faces[hits[i]].label) if i in hits else -1)
@@ -416,7 +420,7 @@ def percent(part: float, whole: float) -> str:
 
 
 def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300, model: Sequence[str] | None = None,
-                  seed: int = 0, split: str = "PrivateTest") -> Group:
+                  seed: int = 0, split: str = "PrivateTest", ferplus: Path | None = None) -> Group:
     """Every detector through `predict`'s steps on `scenes` composed 640x480 scenes of `split`'s
     faces (`scenes.random_scene`: 30-300 px, turned, cut by the edge, on flat, noisy, gradient and
     photo backgrounds, darker and brighter), on `frames` frames of the talking-face video and on the
@@ -426,12 +430,16 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
     crops of the detected box at other scales and offsets agree with the original face; its caption
     gives, per detector, how often the faces found get their label from the pipeline, from their
     known squares and from their originals, which splits the scene's lost labels into missed faces
-    and faces changed by the scene."""
-    test = load(data).split(split)
+    and faces changed by the scene. With `ferplus` (fer2013new.csv), the images FER+ calls no face
+    are drawn into the scenes as the rest but not counted: a black square or an icon is no face to find."""
+    every = load(data)
+    test = every.split(split)
+    counted = None if ferplus is None else ferplus_faces(ferplus, len(every))[every.usage == SPLITS.index(split)]
     backgrounds, astronaut = photos(*PHOTOS), *photos("astronaut")
     clip = video_frames(video, frames)
     bins = [f"{a}-{b - 1} px %" for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]
-    detection = Table(title=f"Detection: composed 640x480 scenes of {split} faces (seed {seed}), frames of the talking-face "
+    detection = Table(title=f"Detection: composed 640x480 scenes of {split} faces (seed {seed}"
+                            f"{'; not counted: the images FER+ calls no face' if ferplus else ''}), frames of the talking-face "
                             f"video, the astronaut photo; {os.cpu_count()} CPU cores",
                       caption=f"A composed face is found by a detection whose box has IoU >= {HIT_IOU} with its known square, or lies "
                               f"{INSIDE:.0%} inside it and is {INSIDE_SIDE:.0%} of its side or more, or holds the square so and "
@@ -459,7 +467,7 @@ def detect_tables(data: Path, video: Path, scenes: int = 200, frames: int = 300,
     for name, options in sorted(variants):
         recognizer = EmotionRecognizer(model=model, detector=name.split()[0], **options)
         search = (recognizer.config.detector, recognizer.config.detect_zoom)
-        r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds), searches.setdefault(search, []))
+        r = run_scenes(recognizer, random_scenes(test.pixels, scenes, seed, backgrounds), searches.setdefault(search, []), counted)
         faces, labels, found, sides = np.array(r.faces, int), np.array(r.labels), r.found, np.array(r.sides)
         reference, truth = recognizer.classifier.predict_proba(test.pixels[faces]).argmax(1), test.labels[faces]
         bands = [(a, b, (sides >= a) & (sides < b)) for a, b in zip(SIDE_BINS, SIDE_BINS[1:])]

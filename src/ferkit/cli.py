@@ -306,6 +306,7 @@ def benchmark(
     seed: int = typer.Option(0, help="detect: which scenes are drawn."),
     data: Path = typer.Option(Path(os.environ.get("FERKIT_DATA", "../shared/data")) / "fer2013.npz",
                               show_default=False, help="memory: the data `evaluate` scores (PrivateTest); detect, batch: PrivateTest's faces; landmarks: Training's; quantize: calibration on Training, agreement on PublicTest (default: fer2013.npz in $FERKIT_DATA)."),
+    ferplus: Optional[Path] = typer.Option(None, help="detect: fer2013new.csv; the images FER+ calls no face (FER2013's black squares, icons, signs) are drawn into scenes but not counted (default: fer2013new.csv beside --data, where it is)."),
     peer: Optional[str] = typer.Option(None, help="pipeline: a Python with the `fer` package (benchmarks/peer_setup.sh) to time it too."),
     *,
     config: RecognizerConfig,
@@ -331,7 +332,9 @@ def benchmark(
         elif what == "pipeline":
             table = bench.pipeline_table(need_video(video), frames, config.model, peer=peer)
         elif what == "detect":
-            table = bench.detect_tables(need_data(data), need_video(video), scenes, frames, config.model, seed, split)
+            beside = data.parent / "fer2013new.csv"
+            table = bench.detect_tables(need_data(data), need_video(video), scenes, frames, config.model, seed, split,
+                                        ferplus or (beside if beside.is_file() else None))
         elif what == "landmarks":
             table = bench.landmarks_table(need_data(data))
         elif what == "quantize":

@@ -223,12 +223,9 @@ def _checked(path: Path, pixels: np.ndarray, labels: np.ndarray, usage: np.ndarr
     return FERData(pixels, labels, usage.astype(np.int8))
 
 
-def load_ferplus(path: str | Path, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read FER+ votes (`fer2013new.csv`); return majority labels, 7-class vote distributions and a keep mask.
-
-    Following Barsoum et al. 2016 for our 7 classes, a row is dropped when it is not a face, or
-    when its most-voted column is contempt, unknown or NF.
-    """
+def read_ferplus(path: str | Path, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read FER+ votes (`fer2013new.csv`): whether each row has an image name (FER+ names none for
+    the images it calls no face) and its vote counts, in FERPLUS_COLUMNS' order."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -249,13 +246,29 @@ def load_ferplus(path: str | Path, n_rows: int) -> tuple[np.ndarray, np.ndarray,
                 raise DataError(f"{path}, line {line}: bad vote counts") from None
     if len(votes) != n_rows:
         raise DataError(f"{path}: {len(votes)} rows, but the FER2013 data has {n_rows}; they must align 1:1")
-    votes_arr = np.array(votes, dtype=np.float32)
+    return np.array([bool(n) for n in names]), np.array(votes, dtype=np.float32)
+
+
+def load_ferplus(path: str | Path, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read FER+ votes (`fer2013new.csv`); return majority labels, 7-class vote distributions and a keep mask.
+
+    Following Barsoum et al. 2016 for our 7 classes, a row is dropped when it is not a face, or
+    when its most-voted column is contempt, unknown or NF.
+    """
+    named, votes_arr = read_ferplus(path, n_rows)
     # FER+ column order -> our label ids (contempt, unknown, NF have none).
     ours = [FERPLUS_COLUMNS.index(c) for c in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")]
     seven = votes_arr[:, ours]
-    keep = np.array([bool(n) for n in names]) & np.isin(votes_arr.argmax(1), ours) & (seven.sum(1) > 0)
+    keep = named & np.isin(votes_arr.argmax(1), ours) & (seven.sum(1) > 0)
     soft = seven / np.maximum(seven.sum(1, keepdims=True), 1)
     return seven.argmax(1).astype(np.int64), soft.astype(np.float32), keep
+
+
+def ferplus_faces(path: str | Path, n_rows: int) -> np.ndarray:
+    """Which rows FER+'s annotators call a face: FER2013 holds black squares, icons and signs among
+    its faces, which FER+ leaves unnamed or votes NF (not a face); no detector should find them."""
+    named, votes = read_ferplus(path, n_rows)
+    return named & (votes.argmax(1) != FERPLUS_COLUMNS.index("NF"))
 
 
 def with_votes(data: FERData, path: str | Path) -> FERData:
